@@ -1,0 +1,31 @@
+# make up    — install, prepare the bundled model, start router + tiers (Ctrl-C stops)
+# make test  — install, prepare the bundled model, run every test
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export VLLM_CPU_OMP_THREADS_BIND := nobind
+export VLLM_CACHE_ROOT := $(CURDIR)/.cache/vllm
+export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/inductor
+export PYTHONPATH := $(CURDIR):$(CURDIR)/protos
+
+.PHONY: setup model up test test-fast protos check-protos
+
+setup:
+	@bash scripts/setup.sh
+
+model: setup
+	@$(PY) -m tier_server.prepare >/dev/null
+
+up: model
+	$(PY) -m mesh.launch --config mesh.yaml
+
+test: model
+	$(PY) scripts/gen_protos.py --check
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Without the real engine: seconds, for the edit-test loop.
+test-fast: setup
+	$(PY) -m pytest -q -m "not engine" $(PYTEST_ARGS)
+
+protos: setup
+	$(PY) scripts/gen_protos.py

@@ -1,0 +1,52 @@
+"""Typed results: dataclasses, never raw protobuf."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One streamed piece. `finish_reason` is set on the last chunk only ("stop", "length", ...)."""
+
+    text: str
+    generated_tokens: int = 0
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    tier: str = ""
+    model: str = ""
+    quantization: str = ""
+    routing_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    text: str
+    finish_reason: str
+    usage: Usage
+    tier: str
+    model: str = ""
+    quantization: str = ""
+    routing_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    name: str
+    model: str
+    quantization: str
+    address: str
+    health: str
+    max_model_len: int
+    breaker: str = ""
+    in_flight: int = 0
+    running_requests: int = 0
+    waiting_requests: int = 0
+    kv_cache_usage: float = 0.0
+    profile: dict = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""The QARR router: request -> choose tier -> stream from tier -> relay."""

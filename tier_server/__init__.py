@@ -1,0 +1,1 @@
+"""A gRPC server for one tier: one model at one quantization, served by one engine."""

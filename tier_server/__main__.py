@@ -1,0 +1,60 @@
+"""python -m tier_server --model DIR --name bf16 --port 50061 ...  (see --help)"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+from pydantic_settings import CliApp
+
+from mesh.server import install_uvloop, stop_event_on_signals
+from tier_server.config import TierConfig
+
+
+def build_engine(cfg: TierConfig):
+    if cfg.engine == "fake":
+        from tier_server.fake_engine import FakeEngine
+
+        return FakeEngine(model=cfg.model, max_model_len=cfg.max_model_len, token_delay_s=cfg.fake_token_delay_ms / 1000)
+    from tier_server.vllm_engine import VllmEngine, VllmSettings
+
+    return VllmEngine(
+        VllmSettings(
+            model=cfg.model,
+            dtype=cfg.dtype,
+            quantization=cfg.vllm_quantization,
+            max_model_len=cfg.max_model_len,
+            kv_cache_bytes=int(cfg.kv_cache_gib * 1024**3),
+            max_num_seqs=cfg.max_num_seqs,
+        )
+    )
+
+
+async def serve(cfg: TierConfig) -> None:
+    from tier_server.server import TierServer
+
+    stop = stop_event_on_signals()
+    server = TierServer(build_engine(cfg), cfg.name, cfg.quantization)
+    await server.start(f"{cfg.host}:{cfg.port}")
+    await stop.wait()
+    logging.getLogger("qarr.tier").info("tier %s draining (grace %.0f s)", cfg.name, cfg.grace_seconds)
+    await server.stop(cfg.grace_seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = CliApp.run(TierConfig, cli_args=sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Offline by default: the model is a local folder, and no hub is reachable
+    # on many of the machines this runs on.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+    if cfg.engine == "fake":
+        install_uvloop()
+    asyncio.run(serve(cfg))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
