@@ -52,6 +52,25 @@ def breaker_state_name(state) -> str:
     return name
 
 
+class _TierSeries:
+    """One tier's metric children, looked up once (prometheus_client's labels() costs ~5 us a call)."""
+
+    __slots__ = ("in_flight", "ttft", "latency", "budgeted", "over_budget", "prompt_tokens", "completion_tokens", "cost", "retries", "requests", "decisions")
+
+    def __init__(self, t: RouterTelemetry, tier: str) -> None:
+        self.in_flight = t.in_flight.labels(tier)
+        self.ttft = t.ttft.labels(tier)
+        self.latency = t.latency.labels(tier)
+        self.budgeted = t.budgeted.labels(tier)
+        self.over_budget = t.over_budget.labels(tier)
+        self.prompt_tokens = t.prompt_tokens.labels(tier)
+        self.completion_tokens = t.completion_tokens.labels(tier)
+        self.cost = t.cost.labels(tier)
+        self.retries = t.retries.labels(tier)
+        self.requests: dict[tuple[str, str], object] = {}  # (code, finish_reason) -> child
+        self.decisions: dict[str, object] = {}  # reason -> child
+
+
 class RouterTelemetry:
     """Metrics, tracer and request log for one router. One instance per RouterServer."""
 
@@ -73,6 +92,7 @@ class RouterTelemetry:
         # set_breaker_state / breaker_transition itself.
         self.health_drives_breaker = health_drives_breaker
         self._breaker: dict[str, str] = {}
+        self._series: dict[str, _TierSeries] = {}
         self._health: dict[str, bool | None] = {}
         r = self.registry
         self.requests = Counter("qarr_router_requests", "Finished Generate calls by serving tier, gRPC status and finish reason.", ["tier", "code", "finish_reason"], registry=r)
@@ -93,18 +113,30 @@ class RouterTelemetry:
 
     # --- per tier, not per request ---------------------------------------
 
+    def series(self, tier: str) -> _TierSeries:
+        s = self._series.get(tier)
+        if s is None:
+            s = self._series[tier] = _TierSeries(self, tier)
+        return s
+
+    def count_request(self, tier: str, code: str, finish_reason: str) -> None:
+        requests = self.series(tier).requests
+        child = requests.get((code, finish_reason))
+        if child is None:
+            child = requests[(code, finish_reason)] = self.requests.labels(tier, code, finish_reason)
+        child.inc()
+
+    def routing_decision(self, tier: str, reason: str) -> None:
+        decisions = self.series(tier).decisions
+        child = decisions.get(reason)
+        if child is None:
+            child = decisions[reason] = self.decisions.labels(tier, reason)
+        child.inc()
+
     def declare_tiers(self, names) -> None:
         """Create every tier's series at zero, so dashboards and rate() see them before traffic."""
         for name in names:
-            self.in_flight.labels(name)
-            self.retries.labels(name)
-            self.ttft.labels(name)
-            self.latency.labels(name)
-            self.prompt_tokens.labels(name)
-            self.completion_tokens.labels(name)
-            self.cost.labels(name)
-            self.budgeted.labels(name)
-            self.over_budget.labels(name)
+            self.series(name)
             self.tier_up.labels(name)
             self.price.labels(name).set(self.prices.get(name, 0.0))
             if name not in self._breaker:
@@ -127,6 +159,9 @@ class RouterTelemetry:
     def breaker_states(self) -> dict[str, str]:
         return dict(self._breaker)
 
+    def tier_health(self) -> dict[str, bool | None]:
+        return dict(self._health)
+
     def set_tier_health(self, tier: str, serving: bool | None) -> None:
         """Health as the router sees it (None: not heard from yet). Idempotent."""
         if self._health.get(tier, ...) == serving:
@@ -147,8 +182,8 @@ class RouterTelemetry:
 
     def rejected(self, code: str, reason: str) -> None:
         """A request refused before any tier was tried (bad request, unknown tier, no healthy tier)."""
-        self.requests.labels(NO_TIER, code, "none").inc()
-        self.decisions.labels(NO_TIER, reason).inc()
+        self.count_request(NO_TIER, code, "none")
+        self.routing_decision(NO_TIER, reason)
 
     def request_started(self, request_id: str, request, started: float | None = None, context=None) -> RouterRequest:
         """`started`: time.perf_counter() at arrival. `context`: the servicer context (trace parent)."""
@@ -192,14 +227,15 @@ class RouterRequest:
         """
         t = self.t
         if self.attempts:
-            t.retries.labels(self.tier).inc()
-            t.in_flight.labels(self.tier).dec()
+            previous = t.series(self.tier)
+            previous.retries.inc()
+            previous.in_flight.dec()
             self.retried.append(self.tier)
         self.attempts += 1
         self.tier = tier
         self.reason = reason
-        t.decisions.labels(tier, reason).inc()
-        t.in_flight.labels(tier).inc()
+        t.routing_decision(tier, reason)
+        t.series(tier).in_flight.inc()
         if self.span is None:
             return None
         from opentelemetry import trace
@@ -236,25 +272,26 @@ class RouterRequest:
             finish_reason = FINISH_NAMES.get(msg.finish_reason, "unspecified")
         else:
             finish_reason = _finish_reason_without_last_message(code)
-        t.requests.labels(tier, code, finish_reason).inc()
+        t.count_request(tier, code, finish_reason)
         over_budget = None
         if self.attempts:
-            t.in_flight.labels(tier).dec()
-            t.latency.labels(tier).observe(total)
+            s = t.series(tier)
+            s.in_flight.dec()
+            s.latency.observe(total)
             if self.ttft is not None:
-                t.ttft.labels(tier).observe(self.ttft)
+                s.ttft.observe(self.ttft)
             if prompt_tokens:
-                t.prompt_tokens.labels(tier).inc(prompt_tokens)
+                s.prompt_tokens.inc(prompt_tokens)
             if completion_tokens:
-                t.completion_tokens.labels(tier).inc(completion_tokens)
+                s.completion_tokens.inc(completion_tokens)
             price = t.prices.get(tier)
             if price:
-                t.cost.labels(tier).inc((prompt_tokens + completion_tokens) * price / 1e6)
+                s.cost.inc((prompt_tokens + completion_tokens) * price / 1e6)
             if self.budget_s is not None:
-                t.budgeted.labels(tier).inc()
+                s.budgeted.inc()
                 over_budget = total > self.budget_s
                 if over_budget:
-                    t.over_budget.labels(tier).inc()
+                    s.over_budget.inc()
         trace_id = self._end_spans(code, finish_reason, prompt_tokens, completion_tokens, total) if self.span is not None else None
         if request_log.isEnabledFor(logging.INFO):
             fields = {
