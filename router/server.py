@@ -59,4 +59,4 @@ class RouterServer:
         if self.metrics is not None:
             self.metrics.close()
         if self.tracer_provider is not None:
-            self.tracer_provider.shutdown()
+            await asyncio.to_thread(self.tracer_provider.shutdown)  # flushes; blocks while a collector is down

@@ -88,3 +88,45 @@ async def test_router_without_tracer_creates_no_spans_and_sends_no_trace_context
         assert tier.parent is None
     finally:
         await stop_mesh(mesh)
+
+
+def test_otlp_endpoint_exports_spans_to_a_collector():
+    """With an OTLP endpoint set, spans reach an OTLP/gRPC collector (a real in-process receiver) with the service name."""
+    from concurrent import futures
+
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    from mesh.observability import tracer_provider
+    from tests.conftest import free_port
+
+    received = []
+
+    class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request, context):
+            received.append(request)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    port = free_port()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Collector(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    try:
+        provider = tracer_provider("qarr-router", f"http://127.0.0.1:{port}")
+        provider.get_tracer("t").start_span("qarr.v1.RouterService/Generate").end()
+        assert provider.force_flush(10_000)
+        provider.shutdown()
+    finally:
+        server.stop(0)
+    spans = [(rs, s) for r in received for rs in r.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert [s.name for _, s in spans] == ["qarr.v1.RouterService/Generate"]
+    service = {a.key: a.value.string_value for a in spans[0][0].resource.attributes}["service.name"]
+    assert service == "qarr-router"
+
+
+def test_no_endpoint_means_no_tracer_provider():
+    """Without an endpoint or exporter, no provider is built (the servers then hold no tracer)."""
+    from mesh.observability import tracer_provider
+
+    assert tracer_provider("qarr-router", None) is None
+    assert tracer_provider("qarr-router", "") is None
