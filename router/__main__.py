@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
+from mesh.observability import ObservabilityConfig, configure_logging
 from mesh.server import install_uvloop, stop_event_on_signals
 from router.config import RouterConfig, load_config
 
 
 async def serve(config: RouterConfig) -> None:
+    from mesh.observability import tracer_provider
     from router.server import RouterServer
 
     stop = stop_event_on_signals()
-    server = RouterServer(config)
+    server = RouterServer(config, tracer_provider=tracer_provider("qarr-router", config.observability.otlp_endpoint))
     await server.start()
     await stop.wait()
     await server.stop(config.grace_seconds)
@@ -26,11 +27,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="YAML file listing the tiers (see mesh.yaml)")
     parser.add_argument("--listen", help="HOST:PORT to listen on (overrides the config file)")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-format", choices=["auto", "json", "console"], default="auto", help="auto: console on a TTY, JSON otherwise")
+    parser.add_argument("--log-prompts", action="store_true", default=None, help="put prompt text in the per-request log line (debug)")
+    parser.add_argument("--metrics-port", type=int, help="serve /metrics on this port (0 = any free port; overrides the config file)")
+    parser.add_argument("--metrics-host", help="address /metrics listens on (overrides the config file)")
+    parser.add_argument("--otlp-endpoint", help="export traces over OTLP/gRPC, e.g. http://127.0.0.1:4317 (overrides the config file)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(args.log_format, args.log_level)
     config = load_config(args.config)
     if args.listen:
         config = config.model_copy(update={"listen": args.listen})
+    overrides = {k: v for k in ("metrics_port", "metrics_host", "otlp_endpoint", "log_prompts") if (v := getattr(args, k)) is not None}
+    if overrides:
+        obs = ObservabilityConfig.model_validate({**config.observability.model_dump(), **overrides})
+        config = config.model_copy(update={"observability": obs})
     install_uvloop()
     asyncio.run(serve(config))
     return 0

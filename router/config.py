@@ -7,6 +7,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, Field, field_validator
 
+from mesh.observability import ObservabilityConfig
+
 
 class TierSpec(BaseModel):
     name: str
@@ -14,6 +16,8 @@ class TierSpec(BaseModel):
     model: str = ""
     quantization: str = ""
     max_model_len: int = Field(2048, gt=0)
+    # Price per million tokens (prompt + completion) for the cost metric; unset: the profile's, else none.
+    cost_per_million_tokens: float | None = Field(None, ge=0)
 
 
 class RouterConfig(BaseModel):
@@ -23,6 +27,8 @@ class RouterConfig(BaseModel):
     health_timeout_s: float = Field(2.0, gt=0)
     # On SIGTERM, how long in-flight streams may finish.
     grace_seconds: float = Field(10.0, ge=0)
+    # /metrics port, OTLP endpoint, prompt logging (docs/observability.md).
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
 
     @field_validator("tiers")
     @classmethod

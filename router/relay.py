@@ -19,6 +19,7 @@ from mesh.status import abort, reason_of
 from qarr.v1 import common_pb2, router_service_pb2 as pb
 from router.backends import BackendPool
 from router.choose import NoTier, TierView, choose_tier
+from router.telemetry import RouterTelemetry
 
 log = logging.getLogger("qarr.router")
 
@@ -27,8 +28,9 @@ HEALTH = {None: pb.HEALTH_STATE_UNKNOWN, True: pb.HEALTH_STATE_SERVING, False: p
 
 
 class RouterServicer:
-    def __init__(self, pool: BackendPool) -> None:
+    def __init__(self, pool: BackendPool, telemetry: RouterTelemetry | None = None) -> None:
         self.pool = pool
+        self.telemetry = telemetry if telemetry is not None else RouterTelemetry()
         self._trailers: dict[tuple[str, str, int], bytes] = {}
 
     def _trailer(self, tier: str, reason: str, attempts: int) -> bytes:
@@ -44,14 +46,17 @@ class RouterServicer:
         try:
             request = pb.GenerateRequest.FromString(raw)
         except DecodeError:
+            self.telemetry.rejected("INVALID_ARGUMENT", "BAD_REQUEST")
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "request is not a valid qarr.v1.GenerateRequest", "BAD_REQUEST")
         if bool(request.prompt) == bool(request.messages):
+            self.telemetry.rejected("INVALID_ARGUMENT", "INVALID_REQUEST")
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "set exactly one of prompt and messages", "INVALID_REQUEST")
         backends = self.pool.backends
         try:
             candidates = choose_tier(request.routing.tier, [TierView(b.name, b.serving) for b in backends.values()])
         except NoTier as e:
             code = grpc.StatusCode.INVALID_ARGUMENT if e.invalid_argument else grpc.StatusCode.UNAVAILABLE
+            self.telemetry.rejected(code.name, e.reason)
             await abort(context, code, str(e), e.reason)
 
         request_id = request.request_id
@@ -60,7 +65,8 @@ class RouterServicer:
             raw += pb.GenerateRequest(request_id=request_id).SerializeToString()
         candidate = candidates[0]
         backend = backends[candidate.name]
-        call = backend.generate(raw, timeout=context.time_remaining())
+        rq = self.telemetry.request_started(request_id, request, started, context)
+        call = backend.generate(raw, timeout=context.time_remaining(), metadata=rq.routed(backend.name, candidate.reason))
         backend.in_flight += 1
         last = b""
         ttft = None
@@ -72,7 +78,7 @@ class RouterServicer:
                     last = chunk
                 else:
                     if ttft is None:
-                        ttft = time.perf_counter() - started
+                        ttft = rq.first_token()
                     yield chunk
                     last = chunk
         except grpc.aio.AioRpcError as e:
@@ -94,12 +100,7 @@ class RouterServicer:
             backend.in_flight -= 1
             if outcome == "OK" and last and last[0] != LAST_MESSAGE_TAG:
                 outcome = "CANCELLED"
-            log.info(
-                "request %s tier=%s reason=%s status=%s tokens=%s ttft_ms=%.1f total_ms=%.1f",
-                request_id, backend.name, candidate.reason, outcome,
-                pb.GenerateResponse.FromString(last).generated_tokens if last else 0,
-                (ttft or 0) * 1000, (time.perf_counter() - started) * 1000,
-            )
+            rq.finished(outcome, last)
 
     async def ListTiers(self, request, context):
         tiers = []

@@ -9,6 +9,7 @@ import sys
 
 from pydantic_settings import CliApp
 
+from mesh.observability import configure_logging
 from mesh.server import install_uvloop, stop_event_on_signals
 from tier_server.config import TierConfig
 
@@ -36,7 +37,12 @@ async def serve(cfg: TierConfig) -> None:
     from tier_server.server import TierServer
 
     stop = stop_event_on_signals()
-    server = TierServer(build_engine(cfg), cfg.name, cfg.quantization)
+    from mesh.observability import tracer_provider
+
+    server = TierServer(
+        build_engine(cfg), cfg.name, cfg.quantization, metrics_host=cfg.metrics_host, metrics_port=cfg.metrics_port,
+        tracer_provider=tracer_provider("qarr-tier", cfg.otlp_endpoint, **{"qarr.tier": cfg.name}),
+    )
     await server.start(f"{cfg.host}:{cfg.port}")
     await stop.wait()
     logging.getLogger("qarr.tier").info("tier %s draining (grace %.0f s)", cfg.name, cfg.grace_seconds)
@@ -45,7 +51,7 @@ async def serve(cfg: TierConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = CliApp.run(TierConfig, cli_args=sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(cfg.log_format, cfg.log_level)
     # Offline by default: the model is a local folder, and no hub is reachable
     # on many of the machines this runs on.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -26,5 +26,10 @@ class TierConfig(BaseSettings):
     max_num_seqs: int = Field(64, gt=0, description="most sequences the engine batches at once")
     grace_seconds: float = Field(10.0, ge=0, description="on SIGTERM, how long in-flight streams may finish")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING")
+    # Observability (docs/observability.md):
+    log_format: Literal["auto", "json", "console"] = Field("auto", description="auto: console on a TTY, JSON otherwise")
+    metrics_host: str = Field("127.0.0.1", description="address /metrics listens on")
+    metrics_port: int | None = Field(None, ge=0, description="port of /metrics (0 = any free port; unset = off)")
+    otlp_endpoint: str | None = Field(None, description="OTLP/gRPC trace collector, e.g. http://127.0.0.1:4317 (unset = off)")
     # Fake engine only:
     fake_token_delay_ms: float = Field(0.0, ge=0, description="fake engine: delay per token")

@@ -10,22 +10,36 @@ from mesh.server import MeshServer
 from qarr.v1 import tier_service_pb2, tier_service_pb2_grpc
 from tier_server.engine import Engine, Sampling
 from tier_server.servicer import TierServicer
+from tier_server.metrics import TierTelemetry
+from mesh.observability import MetricsServer, start_metrics_server
 
 log = logging.getLogger("qarr.tier")
 SERVICE = tier_service_pb2.DESCRIPTOR.services_by_name["TierService"].full_name
 
 
 class TierServer:
-    def __init__(self, engine: Engine, name: str, quantization: str) -> None:
+    def __init__(
+        self, engine: Engine, name: str, quantization: str, *,
+        metrics_host: str = "127.0.0.1", metrics_port: int | None = None, tracer_provider=None,
+    ) -> None:
         self.engine = engine
         self.name = name
         self.mesh = MeshServer([SERVICE])
-        tier_service_pb2_grpc.add_TierServiceServicer_to_server(TierServicer(engine, name, quantization), self.mesh.server)
+        # Observability: /metrics on its own port when metrics_port is set (0 = any free port).
+        self.tracer_provider = tracer_provider
+        tracer = tracer_provider.get_tracer("qarr.tier") if tracer_provider is not None else None
+        self.telemetry = TierTelemetry(name, engine, tracer=tracer)
+        self.metrics_address = (metrics_host, metrics_port)
+        self.metrics: MetricsServer | None = None
+        tier_service_pb2_grpc.add_TierServiceServicer_to_server(TierServicer(engine, name, quantization, self.telemetry), self.mesh.server)
         self._watchdog: asyncio.Task | None = None
 
     async def start(self, address: str) -> int:
         """Listen first (health answers NOT_SERVING meanwhile), then load and warm up the engine."""
         port = await self.mesh.start(address)
+        if self.metrics_address[1] is not None:
+            self.metrics = start_metrics_server(self.telemetry.registry, *self.metrics_address)
+            log.info("tier %s metrics on http://%s:%d/metrics", self.name, self.metrics_address[0], self.metrics.port)
         await self.engine.start()
         await self._warm_up()
         await self.mesh.set_health(True)
@@ -52,3 +66,7 @@ class TierServer:
                 await self._watchdog
         await self.mesh.stop(grace)
         await self.engine.shutdown()
+        if self.metrics is not None:
+            self.metrics.close()
+        if self.tracer_provider is not None:
+            await asyncio.to_thread(self.tracer_provider.shutdown)  # flushes; blocks while a collector is down
