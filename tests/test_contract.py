@@ -5,7 +5,7 @@ import sys
 
 from google.protobuf.descriptor import FieldDescriptor
 
-from conftest import REPO
+from tests.harness import REPO
 from qarr.v1 import common_pb2, router_service_pb2, tier_service_pb2
 
 

@@ -11,7 +11,7 @@ from google.protobuf import descriptor_pool, message_factory
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from clients import AsyncClient, InvalidRequest
-from conftest import REPO, subprocess_env
+from tests.harness import REPO, subprocess_env
 from qarr.v1 import common_pb2, router_service_pb2 as pb, router_service_pb2_grpc, tier_service_pb2, tier_service_pb2_grpc
 from router.config import RouterConfig, TierSpec
 from router.server import RouterServer

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from conftest import free_port, start_tier_process, stop_process, wait_serving
+from tests.harness import free_port, start_tier_process, stop_process, wait_serving
 from mesh.status import reason_of
 from qarr.v1 import common_pb2, tier_service_pb2 as tpb, tier_service_pb2_grpc
 from tier_server.fake_engine import FakeEngine

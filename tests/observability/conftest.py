@@ -16,7 +16,7 @@ from mesh.observability import ObservabilityConfig, tracer_provider
 from qarr.v1 import router_service_pb2 as pb, router_service_pb2_grpc
 from router.config import RouterConfig, TierSpec
 from router.server import RouterServer
-from tests.conftest import free_port
+from tests.harness import free_port
 from tier_server.fake_engine import FakeEngine
 from tier_server.server import TierServer
 

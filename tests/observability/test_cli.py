@@ -11,7 +11,7 @@ import urllib.request
 import grpc
 
 from qarr.v1 import router_service_pb2 as pb, router_service_pb2_grpc
-from tests.conftest import REPO, free_port, start_tier_process, stop_process, subprocess_env, wait_serving
+from tests.harness import REPO, free_port, start_tier_process, stop_process, subprocess_env, wait_serving
 from tests.observability.conftest import scrape, value
 
 

@@ -8,7 +8,7 @@ import urllib.request
 
 import yaml
 
-from tests.conftest import REPO
+from tests.harness import REPO
 
 DEPLOY = REPO / "deploy"
 METRIC = re.compile(r"\bqarr_[a-z_]+")

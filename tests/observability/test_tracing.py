@@ -97,7 +97,7 @@ def test_otlp_endpoint_exports_spans_to_a_collector():
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
     from mesh.observability import tracer_provider
-    from tests.conftest import free_port
+    from tests.harness import free_port
 
     received = []
 
