@@ -20,7 +20,10 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-FLAGS = ("dtype", "vllm_quantization", "kv_cache_gib", "max_num_seqs", "engine", "fake_token_delay_ms", "grace_seconds")
+FLAGS = (
+    "dtype", "vllm_quantization", "kv_cache_gib", "max_num_seqs", "engine", "fake_token_delay_ms", "grace_seconds",
+    "metrics_port", "metrics_host", "otlp_endpoint", "log_format",
+)
 
 
 def tier_command(tier: dict) -> list[str]:
