@@ -1,0 +1,6 @@
+"""stub"""
+def add_arguments(p):
+    pass
+
+def run(args):
+    raise NotImplementedError
