@@ -34,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tp-rounds", type=int, default=2)
     p.add_argument("--profile-seconds", type=float, default=15.0, help="py-spy recording length (0: no profile)")
     p.add_argument("--profile-native", action="store_true", help="py-spy --native (C frames too)")
+    p.add_argument("--warmup", type=int, default=100, help="warm-up requests per path")
     p.add_argument("--no-relay", action="store_true", help="skip the plain-relay reference arm")
 
 
@@ -78,18 +79,21 @@ def run(args) -> dict:
     try:
         lg = h.LoadGen(out.dir)
         servers.append(lg)
-        tier = h.start_fake_tier(out.dir, "instant").wait()
-        router = h.start_router(out.dir, [{"name": "instant", "address": tier.address}]).wait()
+        tier = h.start_fake_tier(out.dir, "instant")
+        router = h.start_router(out.dir, [{"name": "instant", "address": tier.address}])
         servers += [tier, router]
         procs = {"router": router, "tier": tier}
         targets = {"direct": tier.address, "router": router.address}
         if "relay" in arms:
-            relay = h.start_plain_relay(out.dir, tier.address).wait()
+            relay = h.start_plain_relay(out.dir, tier.address)
             servers.append(relay)
             procs["relay"] = relay
             targets["relay"] = relay.address
+        h.wait_all(*servers[1:])
         for a in targets:
-            lg.closed(targets[a], METHOD[a], concurrency=4, requests=100, max_tokens=16, timeout=60)
+            lg.until_ok(targets[a], METHOD[a])
+        for a in targets:
+            lg.closed(targets[a], METHOD[a], concurrency=4, requests=args.warmup, max_tokens=16, timeout=60)
 
         # --- CPU per request and per chunk
         points: dict[str, list] = {a: [] for a in arms}

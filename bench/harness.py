@@ -239,6 +239,17 @@ class LoadGen:
         return self.call({"cmd": "open", "target": target, "method": ROUTER_METHOD, "items": items,
                           "deadline_s": timeout}, timeout=timeout + 30)
 
+    def until_ok(self, target: str, method: str, timeout: float = 30.0) -> None:
+        """Repeat one short call until it succeeds (the router routes only once it has heard a tier is SERVING)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            res = self.closed(target, method, concurrency=1, requests=1, max_tokens=1, timeout=10)
+            if res["completed"]:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{target} still failing after {timeout:.0f} s: {res['errors']}")
+            time.sleep(0.1)
+
     def close(self) -> None:
         if self.proc.poll() is None:
             try:
@@ -343,10 +354,23 @@ class Output:
 
 
 def stop_all(servers: Iterable[Server | LoadGen | None]) -> None:
+    """SIGTERM every server at once (their grace periods overlap), then wait for each."""
+    servers = [s for s in servers if s is not None]
     for s in servers:
-        if s is None:
-            continue
+        if isinstance(s, Server) and s.proc.poll() is None:
+            s.proc.send_signal(signal.SIGTERM)
+    for s in servers:
         try:
             s.close() if isinstance(s, LoadGen) else s.stop()
         except Exception as e:  # keep stopping the others
             print(f"stopping {getattr(s, 'name', s)}: {e}", file=sys.stderr)
+
+
+def wait_all(*servers: Server, timeout: float = 60.0) -> None:
+    """Wait until every server (started in parallel) says SERVING."""
+    try:
+        for s in servers:
+            s.wait(timeout)
+    except BaseException:
+        stop_all(servers)
+        raise

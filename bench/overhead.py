@@ -26,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--paced-ms", type=float, default=20.0, help="tier delay per token in the paced case")
     p.add_argument("--paced-requests", type=int, default=512, help="paced requests per arm per round")
     p.add_argument("--paced-rounds", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=40, help="warm-up requests per arm")
     p.add_argument("--no-relay", action="store_true", help="skip the plain-relay reference arm")
 
 
@@ -80,18 +81,20 @@ def run(args) -> dict:
         servers.append(lg)
         for paced in (False, True):
             delay = args.paced_ms if paced else 0.0
-            tier = h.start_fake_tier(out.dir, "paced" if paced else "instant", delay).wait()
-            servers.append(tier)
-            router = h.start_router(out.dir, [{"name": tier.name.split()[-1], "address": tier.address}],
-                                    tag=f"router-{'paced' if paced else 'instant'}").wait()
-            servers.append(router)
+            kind = "paced" if paced else "instant"
+            tier = h.start_fake_tier(out.dir, kind, delay)
+            router = h.start_router(out.dir, [{"name": kind, "address": tier.address}], tag=f"router-{kind}")
+            servers += [tier, router]
             targets = {"direct": tier.address, "router": router.address}
             if "relay" in arms:
-                relay = h.start_plain_relay(out.dir, tier.address, tag=f"relay-{'paced' if paced else 'instant'}").wait()
+                relay = h.start_plain_relay(out.dir, tier.address, tag=f"relay-{kind}")
                 servers.append(relay)
                 targets["relay"] = relay.address
+            h.wait_all(*servers[1:])
+            for a in arms:
+                lg.until_ok(targets[a], method[a])
             for a in arms:  # warm-up: channels, the router's first health answer, lazy imports
-                lg.closed(targets[a], method[a], concurrency=4, requests=40, max_tokens=args.max_tokens, timeout=60)
+                lg.closed(targets[a], method[a], concurrency=4, requests=args.warmup, max_tokens=args.max_tokens, timeout=60)
             if not paced:
                 for c in args.concurrency:
                     case = f"instant c={c}"

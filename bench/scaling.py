@@ -25,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=8, help="tokens per stream (stream length = this x token-ms)")
     p.add_argument("--ramp-s", type=float, default=2.0, help="stream starts are spread over this many seconds")
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=20, help="warm-up streams (1 token) before the idle RSS reading")
     p.add_argument("--no-relay", action="store_true", help="skip the plain-relay reference arm")
 
 
@@ -70,7 +71,9 @@ def run(args) -> dict:
                         proxy = h.start_plain_relay(out.dir, tier.address, tag=f"relay-{n}").wait()
                     target = proxy.address if proxy else tier.address
                     try:
-                        lg.closed(target, METHOD[arm], concurrency=20, requests=20, max_tokens=1, timeout=60)  # warm-up
+                        lg.until_ok(target, METHOD[arm])
+                        lg.closed(target, METHOD[arm], concurrency=args.warmup, requests=args.warmup, max_tokens=1,
+                                  timeout=60)  # warm-up
                         time.sleep(0.3)
                         base = proxy.rss() if proxy else 0
                         cpu0 = proxy.cpu_s() if proxy else 0.0
