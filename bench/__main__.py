@@ -12,6 +12,7 @@ BENCHMARKS = {
     "cost": "router CPU per request and per relayed chunk, streams/s per router process, py-spy profile",
     "routing": "routed versus pinned-to-the-most-precise-tier on a mixed eval workload with Poisson arrivals",
     "scaling": "100 / 500 / 1,000 open streams through one router: memory per stream, added latency, errors",
+    "report": "collect the latest results/<name>/result.json tables into one markdown file",
 }
 
 
@@ -21,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in BENCHMARKS.items():
         module = importlib.import_module(f"bench.{name}")
         p = sub.add_parser(name, help=help_text, description=module.__doc__)
-        p.add_argument("--out", help=f"folder for result.json and plots (default results/{name})")
+        if name != "report":
+            p.add_argument("--out", help=f"folder for result.json and plots (default results/{name})")
         module.add_arguments(p)
         p.set_defaults(func=module.run)
     return parser
