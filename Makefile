@@ -8,7 +8,7 @@ export VLLM_CACHE_ROOT := $(CURDIR)/.cache/vllm
 export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/inductor
 export PYTHONPATH := $(CURDIR):$(CURDIR)/protos
 
-.PHONY: setup model up test test-fast protos check-protos
+.PHONY: setup model up test test-fast protos check-protos bench-deps bench-overhead bench-cost bench-routing bench-scaling bench
 
 setup:
 	@bash scripts/setup.sh
@@ -29,3 +29,17 @@ test-fast: setup
 
 protos: setup
 	$(PY) scripts/gen_protos.py
+
+# Benchmarks (docs/bench.md): each prints its tables and writes results/<name>/.
+BENCH_ARGS ?=
+bench-deps: setup
+	@$(PY) -c "import matplotlib" 2>/dev/null && [ -x $(VENV)/bin/py-spy ] || $(PY) -m pip install --quiet "matplotlib>=3.8" "py-spy>=0.3.14"
+bench-overhead: bench-deps
+	$(PY) -m bench overhead $(BENCH_ARGS)
+bench-cost: bench-deps
+	$(PY) -m bench cost $(BENCH_ARGS)
+bench-routing: model bench-deps
+	$(PY) -m bench routing $(BENCH_ARGS)
+bench-scaling: bench-deps
+	$(PY) -m bench scaling $(BENCH_ARGS)
+bench: bench-overhead bench-cost bench-scaling bench-routing

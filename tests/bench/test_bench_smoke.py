@@ -1,0 +1,85 @@
+"""Each benchmark runs end to end with tiny sizes on fake tiers (seconds, no real engine)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.__main__ import main
+from bench.evalset import builtin_items, parse_item
+from bench.harness import fit_line, pct, rotated, table
+
+
+def _result(out) -> dict:
+    return json.loads((out / "result.json").read_text())
+
+
+def test_overhead_smoke(tmp_path):
+    """overhead measures direct, router and relay arms, instant and paced, and reports added TTFT."""
+    main(["overhead", "--out", str(tmp_path), "--concurrency", "1", "2", "--requests", "6", "--rounds", "2",
+          "--max-tokens", "4", "--paced-streams", "4", "--paced-requests", "4", "--paced-rounds", "1", "--paced-ms", "2", "--warmup", "2"])
+    r = _result(tmp_path)
+    assert set(r["cases"]) == {"instant c=1", "instant c=2", "paced 2 ms c=4"}
+    for case in r["cases"].values():
+        assert case["router"]["errors"] == {} and case["relay"]["errors"] == {}
+        assert case["router"]["ttft"]["n"] > 0
+        assert "p99" in case["router"]["added_ttft_ms"]
+
+
+def test_cost_smoke(tmp_path):
+    """cost fits per-request and per-chunk CPU for router and relay and measures throughput."""
+    main(["cost", "--out", str(tmp_path), "--chunks", "1", "8", "--stream-chunks", "40", "--rounds", "1",
+          "--tp-requests", "40", "--tp-rounds", "1", "--tp-concurrency", "4", "--profile-seconds", "0", "--warmup", "4"])
+    r = _result(tmp_path)
+    assert set(r["fits"]) == {"router", "relay"}
+    assert all(run["completed"] == 40 for arm in r["throughput"].values() for run in arm)
+
+
+def test_scaling_smoke(tmp_path):
+    """scaling opens N streams through fresh proxies and reports memory per stream without errors."""
+    main(["scaling", "--out", str(tmp_path), "--streams", "8", "--token-ms", "100", "--max-tokens", "3",
+          "--ramp-s", "0", "--warmup", "2"])
+    s = _result(tmp_path)["summary"]["8"]
+    assert s["router"]["errors"] == 0 and s["router"]["completed"] == 8
+    assert s["router"]["kb_peak"] == s["router"]["kb_peak"]  # a number, not nan
+
+
+def test_routing_smoke(tmp_path):
+    """routing runs pinned and routed arms over a fake two-tier mesh and reports ratios."""
+    mesh = tmp_path / "mesh.yaml"
+    mesh.write_text(
+        "tiers:\n"
+        "  - {name: big, model: fake, quantization: bf16, precise: true, serve: {engine: fake}}\n"
+        "  - {name: small, model: fake, quantization: w4a16, serve: {engine: fake}}\n"
+    )
+    main(["routing", "--out", str(tmp_path), "--mesh", str(mesh), "--rate", "50", "--requests", "6", "--rounds", "1",
+          "--simple-max-tokens", "3", "--complex-max-tokens", "5"])
+    stats = _result(tmp_path)["stats"]
+    assert stats["pinned"]["completed"] == 6 and stats["pinned"]["tiers"] == {"big": 6}
+    assert stats["routed"]["completed"] == 6
+    assert "p95_ratio" in stats["routed_vs_pinned"]
+
+
+def test_builtin_eval_items_are_checkable():
+    """The fallback list has ~40 items, a fifth of them complex, each with an answer."""
+    items = builtin_items()
+    assert len(items) == 40 and sum(i.complex for i in items) == 8
+    assert items[0].correct("The capital of France is Paris.")
+    assert not builtin_items()[12].correct("The answer is 14")  # "4" must match as a whole word
+
+
+def test_eval_item_spellings():
+    """The loader accepts question/answers/difficulty spellings of an eval line."""
+    item = parse_item({"question": "2+2?", "answers": [4], "difficulty": "hard"})
+    assert item.complex and item.answers == ("4",)
+    assert parse_item({"prompt": "x"}) is None
+
+
+def test_helpers():
+    """Percentiles, the least-squares line, arm rotation and tables behave."""
+    assert pct([1, 2, 3, 4, 5], 50) == 3
+    a, b = fit_line([1, 2, 3], [3, 5, 7])
+    assert abs(a - 1) < 1e-9 and abs(b - 2) < 1e-9
+    assert rotated(["a", "b", "c"], 1) == ["b", "c", "a"]
+    assert table(["x", "y"], [["a", 1.0]]).count("\n") == 2
