@@ -1,0 +1,79 @@
+"""Fixtures for the SDK tests: a real router over in-process fake-engine tiers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from clients import AsyncClient
+from router.config import RouterConfig, TierSpec
+from router.server import RouterServer
+from tests.clients.fakes import RecordingEngine, ScriptedRouter
+from tier_server.server import TierServer
+
+
+async def wait_tiers_serving(router: str, names: list[str], timeout: float = 20.0) -> None:
+    """Poll the router's ListTiers until every named tier is SERVING."""
+    async with AsyncClient(router, timeout=2, max_retries=0) as client:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            with contextlib.suppress(Exception):
+                if {t.name for t in await client.tiers() if t.health == "SERVING"} >= set(names):
+                    return
+            await asyncio.sleep(0.05)
+    raise TimeoutError(f"tiers {names} not SERVING at the router after {timeout} s")
+
+
+@contextlib.asynccontextmanager
+async def running_mesh(engines: dict[str, RecordingEngine], extra_tiers: dict[str, str] | None = None) -> AsyncIterator[str]:
+    """Start one TierServer per engine and a RouterServer over them (plus `extra_tiers`
+    name -> address, e.g. a dead one); yield the router's address."""
+    tiers, specs = [], []
+    try:
+        for name, engine in engines.items():
+            tier = TierServer(engine, name, f"q-{name}")
+            port = await tier.start("127.0.0.1:0")
+            tiers.append(tier)
+            specs.append(TierSpec(name=name, address=f"127.0.0.1:{port}", model=engine.info.model, quantization=f"q-{name}"))
+        for name, address in (extra_tiers or {}).items():
+            specs.append(TierSpec(name=name, address=address))
+        router = RouterServer(RouterConfig(listen="127.0.0.1:0", tiers=specs))
+        port = await router.start("127.0.0.1:0")
+        address = f"127.0.0.1:{port}"
+        try:
+            await wait_tiers_serving(address, list(engines))
+            yield address
+        finally:
+            await router.stop(0)
+    finally:
+        for tier in tiers:
+            await tier.stop(0)
+
+
+@pytest.fixture
+def engine() -> RecordingEngine:
+    return RecordingEngine(model="fake-a")
+
+
+@pytest.fixture
+async def router(engine: RecordingEngine) -> AsyncIterator[str]:
+    """A real router over one fake tier named "a"; yields its address."""
+    async with running_mesh({"a": engine}) as address:
+        yield address
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[tuple[str, ScriptedRouter]]:
+    """A RouterService that answers every Generate with the status its prompt names."""
+    fake = ScriptedRouter()
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((fake.handler(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield f"127.0.0.1:{port}", fake
+    await server.stop(0)
