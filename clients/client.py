@@ -2,8 +2,8 @@
 
 Retries (gRFC A6, AIP-194): a Generate call is committed once its first
 message arrives. Before that, `Unavailable` and `ResourceExhausted` are retried
-with jittered exponential backoff, at most `max_retries` times and never past
-the call's deadline. A stream that delivered a message is never replayed: a
+with exponential backoff (0.1 s doubling to 2 s, plus up to 0.1 s of jitter), at
+most `max_retries` times and never past the call's deadline. A stream that delivered a message is never replayed: a
 failure after that is raised to the caller as it is.
 """
 
@@ -60,7 +60,7 @@ class _Settings:
         return dict(
             retry=retry_if_exception_type(RETRYABLE),
             stop=stop_after_attempt(self.max_retries + 1) | past_deadline,
-            wait=wait_exponential_jitter(initial=0.1, max=2.0),
+            wait=wait_exponential_jitter(initial=0.1, max=2.0, jitter=0.1),
             reraise=True,
         )
 

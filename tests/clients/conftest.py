@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -14,6 +17,29 @@ from router.config import RouterConfig, TierSpec
 from router.server import RouterServer
 from tests.clients.fakes import RecordingEngine, ScriptedRouter
 from tier_server.server import TierServer
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cli_env() -> dict[str, str]:
+    """Environment for `python -m clients.cli` subprocesses: this checkout's code first."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "protos")])}
+
+
+async def start_cli(*args: str) -> asyncio.subprocess.Process:
+    """Start `qarr ARGS` (this checkout's clients.cli) with piped output."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clients.cli", *args, env=cli_env(), cwd=REPO,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def run_cli(*args: str, timeout: float = 120.0) -> tuple[int, str, str]:
+    """Run `qarr ARGS` to its end; (exit code, stdout, stderr)."""
+    proc = await start_cli(*args)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode, out.decode(), err.decode()
 
 
 async def wait_tiers_serving(router: str, names: list[str], timeout: float = 20.0) -> None:

@@ -17,8 +17,11 @@ class RecordingEngine(FakeEngine):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.requests: list[str] = []
+        self.max_tokens: dict[str, int] = {}  # request id -> sampling.max_tokens, to tell runs apart
         self.unavailable_next = 0  # refuse this many requests before any text
         self.unavailable_after_tokens: int | None = None  # then break streams after this many tokens
+        self.in_flight = 0
+        self.peak_in_flight = 0
 
     async def generate(self, prompt_token_ids, sampling, request_id):
         if request_id.startswith("warmup-"):
@@ -26,15 +29,21 @@ class RecordingEngine(FakeEngine):
                 yield delta
             return
         self.requests.append(request_id)
+        self.max_tokens[request_id] = sampling.max_tokens
         if self.unavailable_next > 0:
             self.unavailable_next -= 1
             raise EngineDead("injected: refused before the first token")
-        n = 0
-        async for delta in super().generate(prompt_token_ids, sampling, request_id):
-            if self.unavailable_after_tokens is not None and n >= self.unavailable_after_tokens:
-                raise EngineDead("injected: broke after text")
-            n += 1
-            yield delta
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            n = 0
+            async for delta in super().generate(prompt_token_ids, sampling, request_id):
+                if self.unavailable_after_tokens is not None and n >= self.unavailable_after_tokens:
+                    raise EngineDead("injected: broke after text")
+                n += 1
+                yield delta
+        finally:
+            self.in_flight -= 1
 
 
 class ScriptedRouter:
