@@ -41,9 +41,10 @@ def _generate(args) -> int:
                 sys.stdout.flush()
             last = chunk
     if not args.json and last is not None:
+        print(flush=True)
         u = last.usage
         print(
-            f"\n[tier={last.tier} quantization={last.quantization} reason={last.routing_reason} "
+            f"[tier={last.tier} quantization={last.quantization} reason={last.routing_reason} "
             f"finish={last.finish_reason} tokens={u.prompt_tokens}+{u.completion_tokens}]",
             file=sys.stderr,
         )
