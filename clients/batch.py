@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from clients._convert import to_completion
-from clients.client import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, AsyncClient
+from clients.client import DEFAULT_TIMEOUT_S, AsyncClient
 from clients.errors import QarrError
 
 _INT_FIELDS = ("max_tokens", "top_k", "seed", "latency_budget_ms")
@@ -328,7 +328,7 @@ class Batch:
         output: str | Path,
         *,
         client: AsyncClient | None = None,
-        target: str = DEFAULT_TARGET,
+        target: str | None = None,
         concurrency: int = 16,
         timeout: float | None = DEFAULT_TIMEOUT_S,
         defaults: dict[str, Any] | None = None,

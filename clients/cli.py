@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from clients.batch import FIELDS, Batch
-from clients.client import DEFAULT_MAX_RETRIES, DEFAULT_TARGET, Client
+from clients.client import DEFAULT_MAX_RETRIES, DEFAULT_TARGET, TARGET_ENV, Client
 from clients.errors import QarrError
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -106,8 +106,7 @@ def _health(args) -> int:
 def _connection_parent() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     c = p.add_argument_group("connection")
-    c.add_argument("--target", default=os.environ.get("QARR_TARGET", DEFAULT_TARGET),
-                   help="router address HOST:PORT (env QARR_TARGET; default %(default)s)")
+    c.add_argument("--target", help=f"router address HOST:PORT (default: env {TARGET_ENV}, else {DEFAULT_TARGET})")
     c.add_argument("--timeout", type=float, default=120.0, help="deadline per call in seconds, retries included (default %(default)s)")
     c.add_argument("--max-retries", type=int, default=DEFAULT_MAX_RETRIES,
                    help="retries of UNAVAILABLE/RESOURCE_EXHAUSTED before the first chunk (default %(default)s)")

@@ -9,6 +9,7 @@ failure after that is raised to the caller as it is.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 
@@ -22,6 +23,7 @@ from clients.types import Chunk, Completion, Tier
 from qarr.v1 import router_service_pb2 as pb, router_service_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+TARGET_ENV = "QARR_TARGET"  # the router address when none is passed
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_MAX_RETRIES = 2
 # One retry layer: ours. gRPC's own transparent retries stay off.
@@ -34,7 +36,7 @@ class _Settings:
 
     def __init__(
         self,
-        target: str,
+        target: str | None,
         timeout: float | None,
         tls: bool,
         root_certificates: bytes | None,
@@ -43,7 +45,7 @@ class _Settings:
     ) -> None:
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
-        self.target = target
+        self.target = target or os.environ.get(TARGET_ENV) or DEFAULT_TARGET
         self.timeout = timeout
         self.max_retries = max_retries
         self._credentials = grpc.ssl_channel_credentials(root_certificates) if tls or root_certificates else None
@@ -77,13 +79,14 @@ def _remaining(deadline: float | None) -> float | None:
 class AsyncClient(_Settings):
     """`async with AsyncClient() as c: async for chunk in c.generate("Hi"): ...`
 
+    `target` is the router's HOST:PORT (default: $QARR_TARGET, else 127.0.0.1:50051);
     `timeout` is the default deadline of each call in seconds (retries included);
     `tls`/`root_certificates` select a TLS channel; `token` is sent as a bearer token.
     """
 
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: str | None = None,
         *,
         timeout: float | None = DEFAULT_TIMEOUT_S,
         tls: bool = False,
@@ -93,9 +96,9 @@ class AsyncClient(_Settings):
     ) -> None:
         super().__init__(target, timeout, tls, root_certificates, token, max_retries)
         self._channel = (
-            grpc.aio.secure_channel(target, self._credentials, options=CHANNEL_OPTIONS)
+            grpc.aio.secure_channel(self.target, self._credentials, options=CHANNEL_OPTIONS)
             if self._credentials
-            else grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+            else grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
         )
         self._stub = router_service_pb2_grpc.RouterServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
@@ -180,7 +183,7 @@ class Client(_Settings):
 
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: str | None = None,
         *,
         timeout: float | None = DEFAULT_TIMEOUT_S,
         tls: bool = False,
@@ -190,9 +193,9 @@ class Client(_Settings):
     ) -> None:
         super().__init__(target, timeout, tls, root_certificates, token, max_retries)
         self._channel = (
-            grpc.secure_channel(target, self._credentials, options=CHANNEL_OPTIONS)
+            grpc.secure_channel(self.target, self._credentials, options=CHANNEL_OPTIONS)
             if self._credentials
-            else grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+            else grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS)
         )
         self._stub = router_service_pb2_grpc.RouterServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
