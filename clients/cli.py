@@ -86,7 +86,7 @@ def _tiers(args) -> int:
         return EXIT_OK
     header = ("NAME", "QUANT", "HEALTH", "BREAKER", "IN-FLIGHT", "RUN/WAIT", "KV", "ADDRESS", "MODEL")
     rows = [
-        (t.name, t.quantization, t.health, t.breaker or "-", str(t.in_flight), f"{t.running_requests}/{t.waiting_requests}",
+        (t.name, t.quantization, t.health, t.breaker if t.breaker not in ("", "UNSPECIFIED") else "-", str(t.in_flight), f"{t.running_requests}/{t.waiting_requests}",
          f"{t.kv_cache_usage:.0%}", t.address, t.model)
         for t in tiers
     ]

@@ -56,9 +56,12 @@ async def wait_tiers_serving(router: str, names: list[str], timeout: float = 20.
 
 
 @contextlib.asynccontextmanager
-async def running_mesh(engines: dict[str, RecordingEngine], extra_tiers: dict[str, str] | None = None) -> AsyncIterator[str]:
+async def running_mesh(
+    engines: dict[str, RecordingEngine], extra_tiers: dict[str, str] | None = None, serving: tuple[str, ...] = ()
+) -> AsyncIterator[str]:
     """Start one TierServer per engine and a RouterServer over them (plus `extra_tiers`
-    name -> address, e.g. a dead one); yield the router's address."""
+    name -> address: a real tier, or a dead one); yield the router's address once the
+    engines' tiers and those named in `serving` are SERVING."""
     tiers, specs = [], []
     try:
         for name, engine in engines.items():
@@ -72,7 +75,7 @@ async def running_mesh(engines: dict[str, RecordingEngine], extra_tiers: dict[st
         port = await router.start("127.0.0.1:0")
         address = f"127.0.0.1:{port}"
         try:
-            await wait_tiers_serving(address, list(engines))
+            await wait_tiers_serving(address, [*engines, *serving], timeout=60)
             yield address
         finally:
             await router.stop(0)
