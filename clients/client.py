@@ -26,8 +26,15 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 TARGET_ENV = "QARR_TARGET"  # the router address when none is passed
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_MAX_RETRIES = 2
-# One retry layer: ours. gRPC's own transparent retries stay off.
-CHANNEL_OPTIONS = (("grpc.enable_retries", 0),)
+CHANNEL_OPTIONS = (
+    # One retry layer: ours. gRPC's own transparent retries stay off.
+    ("grpc.enable_retries", 0),
+    # Reconnect about as fast as we retry, so a retry after "connection refused"
+    # does not fail at once on a channel still waiting out a longer reconnect backoff.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
 RETRYABLE: tuple[type[QarrError], ...] = (Unavailable, ResourceExhausted)
 
 

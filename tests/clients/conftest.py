@@ -57,7 +57,10 @@ async def wait_tiers_serving(router: str, names: list[str], timeout: float = 20.
 
 @contextlib.asynccontextmanager
 async def running_mesh(
-    engines: dict[str, RecordingEngine], extra_tiers: dict[str, str] | None = None, serving: tuple[str, ...] = ()
+    engines: dict[str, RecordingEngine],
+    extra_tiers: dict[str, str] | None = None,
+    serving: tuple[str, ...] = (),
+    listen: str = "127.0.0.1:0",
 ) -> AsyncIterator[str]:
     """Start one TierServer per engine and a RouterServer over them (plus `extra_tiers`
     name -> address: a real tier, or a dead one); yield the router's address once the
@@ -72,7 +75,7 @@ async def running_mesh(
         for name, address in (extra_tiers or {}).items():
             specs.append(TierSpec(name=name, address=address))
         router = RouterServer(RouterConfig(listen="127.0.0.1:0", tiers=specs))
-        port = await router.start("127.0.0.1:0")
+        port = await router.start(listen)
         address = f"127.0.0.1:{port}"
         try:
             await wait_tiers_serving(address, [*engines, *serving], timeout=60)

@@ -200,6 +200,20 @@ async def test_unavailable_before_the_first_chunk_is_retried(router, engine):
     assert len(engine.requests) == 5
 
 
+async def test_connection_refused_is_retried_until_the_router_listens(engine):
+    """A call made while nothing listens yet is retried, and succeeds once the router comes up."""
+    address = unused_address()
+    async with AsyncClient(address, max_retries=8, timeout=20) as client:
+        call = asyncio.ensure_future(client.complete("hi", max_tokens=2))
+        # Start the router only once the first try has been refused.
+        while client._channel.get_state() != grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            assert not call.done(), call
+            await asyncio.sleep(0.01)
+        async with running_mesh({"a": engine}, listen=address):
+            got = await call
+    assert got.text == "alpha bravo " and len(engine.requests) == 1
+
+
 async def test_retries_are_bounded(router, engine):
     """A tier that keeps refusing is tried max_retries + 1 times, then Unavailable is raised."""
     engine.unavailable_next = 100
