@@ -1,5 +1,6 @@
-"""QARR Python SDK: `Client` / `AsyncClient`, typed chunks, one error tree."""
+"""QARR Python SDK: `Client` / `AsyncClient`, typed chunks, one error tree, a resumable batch runner."""
 
+from clients.batch import BadLine, Batch, BatchItem, BatchSummary, arun_batch, read_items, run_batch
 from clients.client import AsyncClient, Client
 from clients.errors import (
     Cancelled,
@@ -15,6 +16,10 @@ from clients.types import Chunk, Completion, Tier, Usage
 
 __all__ = [
     "AsyncClient",
+    "BadLine",
+    "Batch",
+    "BatchItem",
+    "BatchSummary",
     "Cancelled",
     "Chunk",
     "Client",
@@ -28,4 +33,7 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "Usage",
+    "arun_batch",
+    "read_items",
+    "run_batch",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from clients.errors import ServerError
 from clients.types import Chunk, Completion, Tier, Usage
 from qarr.v1 import common_pb2, router_service_pb2 as pb
 
@@ -60,10 +61,13 @@ def to_chunk(msg: pb.GenerateResponse) -> Chunk:
         model=msg.model,
         quantization=msg.quantization,
         routing_reason=msg.routing_reason,
+        attempts=msg.attempts,
     )
 
 
 def to_completion(chunks: Sequence[Chunk]) -> Completion:
+    if not chunks or chunks[-1].finish_reason is None:
+        raise ServerError("the stream ended without its closing message", reason="TRUNCATED_STREAM")
     last = chunks[-1]
     return Completion(
         text="".join(c.text for c in chunks),
@@ -73,6 +77,7 @@ def to_completion(chunks: Sequence[Chunk]) -> Completion:
         model=last.model,
         quantization=last.quantization,
         routing_reason=last.routing_reason,
+        attempts=last.attempts,
     )
 
 

@@ -1,51 +1,114 @@
-"""Client (blocking) and AsyncClient (asyncio) for the QARR router."""
+"""Client (blocking) and AsyncClient (asyncio) for the QARR router.
+
+Retries (gRFC A6, AIP-194): a Generate call is committed once its first
+message arrives. Before that, `Unavailable` and `ResourceExhausted` are retried
+with exponential backoff (0.1 s doubling to 2 s, plus up to 0.1 s of jitter), at
+most `max_retries` times and never past the call's deadline. A stream that delivered a message is never replayed: a
+failure after that is raised to the caller as it is.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import os
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tenacity import AsyncRetrying, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from clients._convert import build_request, to_chunk, to_completion, to_tier
-from clients.errors import from_rpc_error
+from clients.errors import DeadlineExceeded, QarrError, ResourceExhausted, Unavailable, from_rpc_error
 from clients.types import Chunk, Completion, Tier
 from qarr.v1 import router_service_pb2 as pb, router_service_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
-CHANNEL_OPTIONS = (("grpc.enable_retries", 0),)
+TARGET_ENV = "QARR_TARGET"  # the router address when none is passed
+DEFAULT_TIMEOUT_S = 120.0
+DEFAULT_MAX_RETRIES = 2
+CHANNEL_OPTIONS = (
+    # One retry layer: ours. gRPC's own transparent retries stay off.
+    ("grpc.enable_retries", 0),
+    # Reconnect about as fast as we retry, so a retry after "connection refused"
+    # does not fail at once on a channel still waiting out a longer reconnect backoff.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
+RETRYABLE: tuple[type[QarrError], ...] = (Unavailable, ResourceExhausted)
 
 
-def _credentials(tls: bool, root_certificates: bytes | None):
-    return grpc.ssl_channel_credentials(root_certificates) if tls else None
-
-
-def _metadata(token: str | None):
-    return (("authorization", f"Bearer {token}"),) if token else None
-
-
-class AsyncClient:
-    """`async with AsyncClient() as c: async for chunk in c.generate("Hi"): ...`"""
+class _Settings:
+    """What Client and AsyncClient share: credentials, metadata, deadline and retry policy."""
 
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: str | None,
+        timeout: float | None,
+        tls: bool,
+        root_certificates: bytes | None,
+        token: str | None,
+        max_retries: int,
+    ) -> None:
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        self.target = target or os.environ.get(TARGET_ENV) or DEFAULT_TARGET
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self._credentials = grpc.ssl_channel_credentials(root_certificates) if tls or root_certificates else None
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        timeout = self.timeout if timeout is None else timeout
+        return None if timeout is None else time.monotonic() + timeout
+
+    def _retry_policy(self, deadline: float | None) -> dict:
+        def past_deadline(state) -> bool:
+            return deadline is not None and time.monotonic() + (getattr(state, "upcoming_sleep", 0.0) or 0.0) >= deadline
+
+        return dict(
+            retry=retry_if_exception_type(RETRYABLE),
+            stop=stop_after_attempt(self.max_retries + 1) | past_deadline,
+            wait=wait_exponential_jitter(initial=0.1, max=2.0, jitter=0.1),
+            reraise=True,
+        )
+
+
+def _remaining(deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise DeadlineExceeded("the deadline passed before the call could start", code=grpc.StatusCode.DEADLINE_EXCEEDED)
+    return left
+
+
+class AsyncClient(_Settings):
+    """`async with AsyncClient() as c: async for chunk in c.generate("Hi"): ...`
+
+    `target` is the router's HOST:PORT (default: $QARR_TARGET, else 127.0.0.1:50051);
+    `timeout` is the default deadline of each call in seconds (retries included);
+    `tls`/`root_certificates` select a TLS channel; `token` is sent as a bearer token.
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
         *,
-        timeout: float | None = 120.0,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
         tls: bool = False,
         root_certificates: bytes | None = None,
         token: str | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
     ) -> None:
-        creds = _credentials(tls, root_certificates)
+        super().__init__(target, timeout, tls, root_certificates, token, max_retries)
         self._channel = (
-            grpc.aio.secure_channel(target, creds, options=CHANNEL_OPTIONS)
-            if creds
-            else grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+            grpc.aio.secure_channel(self.target, self._credentials, options=CHANNEL_OPTIONS)
+            if self._credentials
+            else grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
         )
         self._stub = router_service_pb2_grpc.RouterServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
-        self.timeout = timeout
-        self._metadata = _metadata(token)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -56,30 +119,65 @@ class AsyncClient:
     async def close(self) -> None:
         await self._channel.close()
 
-    async def generate(self, prompt: str | None = None, *, messages=None, timeout: float | None = None, **options) -> AsyncIterator[Chunk]:
-        """Stream chunks; options: max_tokens, temperature, top_p, top_k, seed, stop, tier,
-        latency_budget_ms, min_accuracy, request_id."""
-        request = build_request(prompt, messages, **options)
-        call = self._stub.Generate(request, timeout=timeout or self.timeout, metadata=self._metadata)
+    def generate(
+        self,
+        prompt: str | None = None,
+        *,
+        messages: Sequence[Mapping[str, str]] | None = None,
+        timeout: float | None = None,
+        **options,
+    ) -> AsyncIterator[Chunk]:
+        """Stream chunks; the last one carries finish_reason, usage and tier.
+
+        options: max_tokens, temperature, top_p, top_k, seed, stop, tier,
+        latency_budget_ms, min_accuracy, request_id. Pass exactly one of
+        `prompt` (sent as is) and `messages` (the tier applies the chat template).
+        Leaving the loop early cancels the call once the iterator is closed
+        (`contextlib.aclosing` closes it at once).
+        """
+        return self._stream(build_request(prompt, messages, **options), timeout)
+
+    async def _open(self, request: pb.GenerateRequest, deadline: float | None):
+        call = self._stub.Generate(request, timeout=_remaining(deadline), metadata=self._metadata)
         try:
-            async for msg in call:
+            first = await call.read()
+        except grpc.aio.AioRpcError as e:
+            call.cancel()
+            raise from_rpc_error(e) from None
+        return call, first
+
+    async def _stream(self, request: pb.GenerateRequest, timeout: float | None) -> AsyncIterator[Chunk]:
+        deadline = self._deadline(timeout)
+        call, msg = await AsyncRetrying(**self._retry_policy(deadline))(self._open, request, deadline)
+        # Committed: from here on nothing is retried.
+        try:
+            while msg is not grpc.aio.EOF:
                 yield to_chunk(msg)
+                msg = await call.read()
         except grpc.aio.AioRpcError as e:
             raise from_rpc_error(e) from None
         finally:
             call.cancel()
 
     async def complete(self, prompt: str | None = None, **kwargs) -> Completion:
+        """The whole answer at once (same arguments as `generate`)."""
         return to_completion([c async for c in self.generate(prompt, **kwargs)])
 
     async def tiers(self) -> list[Tier]:
-        try:
-            resp = await self._stub.ListTiers(pb.ListTiersRequest(), timeout=self.timeout, metadata=self._metadata)
-        except grpc.aio.AioRpcError as e:
-            raise from_rpc_error(e) from None
+        """The router's tiers with health, breaker state, load and profile (retried like Generate)."""
+        deadline = self._deadline(None)
+
+        async def list_tiers():
+            try:
+                return await self._stub.ListTiers(pb.ListTiersRequest(), timeout=_remaining(deadline), metadata=self._metadata)
+            except grpc.aio.AioRpcError as e:
+                raise from_rpc_error(e) from None
+
+        resp = await AsyncRetrying(**self._retry_policy(deadline))(list_tiers)
         return [to_tier(t) for t in resp.tiers]
 
     async def health(self, service: str = "") -> str:
+        """grpc.health.v1 status of the router: "SERVING", "NOT_SERVING", ... (not retried)."""
         try:
             resp = await self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
         except grpc.aio.AioRpcError as e:
@@ -87,28 +185,27 @@ class AsyncClient:
         return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
 
 
-class Client:
+class Client(_Settings):
     """Blocking twin of AsyncClient: `with Client() as c: print(c.complete("Hi").text)`."""
 
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: str | None = None,
         *,
-        timeout: float | None = 120.0,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
         tls: bool = False,
         root_certificates: bytes | None = None,
         token: str | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
     ) -> None:
-        creds = _credentials(tls, root_certificates)
+        super().__init__(target, timeout, tls, root_certificates, token, max_retries)
         self._channel = (
-            grpc.secure_channel(target, creds, options=CHANNEL_OPTIONS)
-            if creds
-            else grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+            grpc.secure_channel(self.target, self._credentials, options=CHANNEL_OPTIONS)
+            if self._credentials
+            else grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS)
         )
         self._stub = router_service_pb2_grpc.RouterServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
-        self.timeout = timeout
-        self._metadata = _metadata(token)
 
     def __enter__(self) -> Client:
         return self
@@ -119,28 +216,59 @@ class Client:
     def close(self) -> None:
         self._channel.close()
 
-    def generate(self, prompt: str | None = None, *, messages=None, timeout: float | None = None, **options) -> Iterator[Chunk]:
-        request = build_request(prompt, messages, **options)
-        call = self._stub.Generate(request, timeout=timeout or self.timeout, metadata=self._metadata)
+    def generate(
+        self,
+        prompt: str | None = None,
+        *,
+        messages: Sequence[Mapping[str, str]] | None = None,
+        timeout: float | None = None,
+        **options,
+    ) -> Iterator[Chunk]:
+        """Stream chunks (see AsyncClient.generate). Leaving the loop early and
+        closing the iterator cancels the call."""
+        return self._stream(build_request(prompt, messages, **options), timeout)
+
+    def _open(self, request: pb.GenerateRequest, deadline: float | None):
+        call = self._stub.Generate(request, timeout=_remaining(deadline), metadata=self._metadata)
         try:
-            for msg in call:
+            first = next(call, None)
+        except grpc.RpcError as e:
+            call.cancel()
+            raise from_rpc_error(e) from None
+        return call, first
+
+    def _stream(self, request: pb.GenerateRequest, timeout: float | None) -> Iterator[Chunk]:
+        deadline = self._deadline(timeout)
+        call, msg = Retrying(**self._retry_policy(deadline))(self._open, request, deadline)
+        # Committed: from here on nothing is retried.
+        try:
+            while msg is not None:
                 yield to_chunk(msg)
+                msg = next(call, None)
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
         finally:
             call.cancel()
 
     def complete(self, prompt: str | None = None, **kwargs) -> Completion:
+        """The whole answer at once (same arguments as `generate`)."""
         return to_completion(list(self.generate(prompt, **kwargs)))
 
     def tiers(self) -> list[Tier]:
-        try:
-            resp = self._stub.ListTiers(pb.ListTiersRequest(), timeout=self.timeout, metadata=self._metadata)
-        except grpc.RpcError as e:
-            raise from_rpc_error(e) from None
+        """The router's tiers with health, breaker state, load and profile (retried like Generate)."""
+        deadline = self._deadline(None)
+
+        def list_tiers():
+            try:
+                return self._stub.ListTiers(pb.ListTiersRequest(), timeout=_remaining(deadline), metadata=self._metadata)
+            except grpc.RpcError as e:
+                raise from_rpc_error(e) from None
+
+        resp = Retrying(**self._retry_policy(deadline))(list_tiers)
         return [to_tier(t) for t in resp.tiers]
 
     def health(self, service: str = "") -> str:
+        """grpc.health.v1 status of the router: "SERVING", "NOT_SERVING", ... (not retried)."""
         try:
             resp = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
         except grpc.RpcError as e:

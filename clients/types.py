@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """Token counts as the serving engine's tokenizer counted them."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
@@ -23,10 +25,14 @@ class Chunk:
     model: str = ""
     quantization: str = ""
     routing_reason: str = ""
+    # Tiers the router tried before one answered (last chunk only).
+    attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Completion:
+    """A whole answer: the text, why it ended, its token usage and the tier that served it."""
+
     text: str
     finish_reason: str
     usage: Usage
@@ -34,10 +40,13 @@ class Completion:
     model: str = ""
     quantization: str = ""
     routing_reason: str = ""
+    attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Tier:
+    """A tier as the router sees it (`health` and `breaker` are enum names without prefix)."""
+
     name: str
     model: str
     quantization: str
