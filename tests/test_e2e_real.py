@@ -154,7 +154,7 @@ async def test_cli_streams_the_answer(router):
     """`qarr generate "What is the capital of France?"` prints an answer naming Paris."""
     out = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "clients.cli", "--target", router, "generate", "What is the capital of France?"],
+        [sys.executable, "-m", "clients.cli", "generate", "What is the capital of France?", "--target", router],
         cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0, out.stderr
