@@ -121,13 +121,16 @@ def main() -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "protos")])}
     tiers = {}
+    loads = []
     for tier in mesh["tiers"]:
         address = f"127.0.0.1:{free_port()}"
         tier = {**tier, "address": address}
         proc = subprocess.Popen(tier_command(tier), env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         try:
             wait_serving(address, time.monotonic() + 300, proc, f"tier {tier['name']}")
+            load_before = os.getloadavg()[0]
             figures = asyncio.run(measure(address))
+            loads.append(f"{tier['name']}: {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
         finally:
             proc.terminate()
             proc.wait(timeout=60)
@@ -143,6 +146,8 @@ def main() -> int:
                 "tool": "profiles/measure_default.py (stopgap; the profiler will replace this file)",
                 "accuracy": f"PROVISIONAL: {len(QUESTIONS)} keyword-checked questions, greedy",
                 "cost": "nominal: $1 per machine-hour over the 8-stream throughput",
+                # Other jobs on a shared machine slow every figure; this says how busy it was.
+                "load_average_1min": "; ".join(loads),
             },
             tiers=tiers,
         ),

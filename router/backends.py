@@ -143,9 +143,9 @@ class BackendPool:
         for b in self.backends.values():
             b.start()
 
-    async def apply(self, config: RouterConfig) -> None:
-        """Follow a new config: keep tiers whose address is unchanged, open new ones, close the rest
-        (streams already open on a closed tier's channel end with it)."""
+    def swap(self, config: RouterConfig) -> list[Backend]:
+        """Follow a new config at once: keep tiers whose address is unchanged, open new ones.
+        Returns the backends dropped; close them with `retire` (their open streams end with them)."""
         old = self.backends
         new: dict[str, Backend] = {}
         for spec in config.tiers:
@@ -158,7 +158,10 @@ class BackendPool:
                     b.start()
             new[spec.name] = b
         self.backends = new
-        gone = [b for name, b in old.items() if new.get(name) is not b]
+        return [b for name, b in old.items() if new.get(name) is not b]
+
+    @staticmethod
+    async def retire(gone: list[Backend]) -> None:
         await asyncio.gather(*(b.close() for b in gone))
 
     async def close(self) -> None:

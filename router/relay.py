@@ -49,9 +49,10 @@ class RouterServicer:
 
     async def apply(self, config: RouterConfig, profiles: Profiles) -> None:
         """Switch to a new config and profiles (hot reload); streams in flight keep their tier."""
-        await self.pool.apply(config)
-        self.budget.configure(config.retry.budget_ratio, config.retry.budget_burst)
+        gone = self.pool.swap(config)  # no await between the swap and the new config: choices stay consistent
         self.config, self.profiles = config, profiles
+        self.budget.configure(config.retry.budget_ratio, config.retry.budget_burst)
+        await self.pool.retire(gone)
 
     def _trailer(self, tier: str, reason: str, attempts: int) -> bytes:
         key = (tier, reason, attempts)

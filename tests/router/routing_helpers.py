@@ -13,7 +13,7 @@ import yaml
 from qarr.v1 import router_service_pb2 as pb, router_service_pb2_grpc
 from router.reload import load_both
 from router.server import RouterServer
-from tier_server.engine import EngineDead
+from tier_server.engine import EngineDead, Load
 from tier_server.fake_engine import FakeEngine
 from tier_server.server import TierServer
 
@@ -41,6 +41,13 @@ class FlakyEngine(FakeEngine):
         super().__init__(*args, **kwargs)
         self.fail_next = 0
         self.calls = 0
+        self.kv_cache_usage: float | None = None  # reported instead of the fake's own figure when set
+
+    def load(self) -> Load:
+        load = super().load()
+        if self.kv_cache_usage is None:
+            return load
+        return Load(running=load.running, waiting=load.waiting, kv_cache_usage=self.kv_cache_usage)
 
     async def generate(self, prompt_token_ids, sampling, request_id):
         self.calls += 1

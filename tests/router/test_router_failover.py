@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from qarr.v1 import router_service_pb2 as pb
 from routing_helpers import FakeTier, Router, collect, profile, request, tier_entry
 
@@ -101,3 +103,15 @@ async def test_list_tiers_shows_breaker_health_load_and_profile(started, tmp_pat
     call.cancel()
     await router.wait_for(lambda: router.backends["a"].in_flight == 0, what="a's stream closed")
     await asyncio.sleep(0)
+
+
+async def test_load_from_last_chunk_and_kv_pressure_divert(started, tmp_path):
+    """The load on a stream's last message updates the router without polling; a tier past the KV
+    threshold then loses new work to the other tier, with the reason said in the response."""
+    a, b, router = await two_tiers(started, tmp_path, load_interval_s=3600)  # no GetLoad in this test
+    a.engine.kv_cache_usage = 0.95
+    _, last = await collect(router.stub, request(max_tokens=2, **ANY))
+    assert last.tier == "a"
+    assert router.backends["a"].load.kv_cache_usage == pytest.approx(0.95)  # carried on a's last message
+    _, last = await collect(router.stub, request(max_tokens=2, **ANY))
+    assert (last.tier, last.routing_reason, last.attempts) == ("b", "kv_pressure_diverted", 1)
