@@ -87,7 +87,8 @@ def choose_tier(
         if predicted[t.name] is not None and predicted[t.name] <= budget and profiles[t.name].accuracy >= floor
     ]
     ranked = _by_utility(meeting, profiles, predicted, policy)
-    rest = sorted((t for t in eligible if t not in meeting), key=lambda t: -_accuracy(profiles, t.name))
+    met = {t.name for t in meeting}
+    rest = sorted((t for t in eligible if t.name not in met), key=lambda t: -_accuracy(profiles, t.name))
     candidates = [Candidate(t.name, BEST if i == 0 else NEXT_BEST, predicted[t.name]) for i, t in enumerate(ranked)]
     candidates += [Candidate(t.name, FALLBACK, predicted[t.name]) for t in rest]
     return _divert_pressure(candidates, live_state, policy.kv_pressure_threshold)

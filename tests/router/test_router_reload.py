@@ -67,3 +67,16 @@ async def test_profiles_edit_changes_routing(started, tmp_path):
     router.profiles_path.write_text("version: 1\ntiers: {a: {accuracy: 7}}\n")
     await router.wait_for(lambda: router.server.reloader.rejected == rejected + 1, timeout=2, what="broken profiles seen")
     assert await served_with_floor() == "b"
+
+
+async def test_tier_added_and_removed_by_config_edit(started, tmp_path):
+    """A tier added to the config file starts taking calls without a restart; a removed one stops."""
+    a = await started(FakeTier("a"))
+    c = await started(FakeTier("c"))
+    router = await started(Router(tmp_path, [tier_entry(a)], PROFILES))
+    await router.wait_serving("a")
+    router.config_data["tiers"] = [tier_entry(c)]
+    router.write_config()
+    await router.wait_for(lambda: "c" in router.backends and router.backends["c"].serving, timeout=2, what="c added")
+    _, last = await collect(router.stub, request(max_tokens=2))
+    assert last.tier == "c" and "a" not in router.backends
