@@ -10,6 +10,7 @@ import time
 import grpc
 
 from qarr.v1 import common_pb2, router_service_pb2 as pb
+from router.breaker import State
 from routing_helpers import FakeTier, Router, profile, request
 from tests.conftest import start_tier_process, stop_process, wait_serving
 from tier_server.fake_engine import WORDS
@@ -69,7 +70,10 @@ async def test_kill_mid_stream_under_50_streams(started, tmp_path):
         assert not any(s.first_token.is_set() for s in late)
         proc.kill()
         killed_at = time.monotonic()
+        open_after = await router.wait_for(lambda: router.backends["a"].breaker.state is State.OPEN, what="a's breaker OPEN")
         await asyncio.wait_for(asyncio.gather(*(s.task for s in early + late)), 15)
+        _, last = await _collect(router)
+        assert (last.tier, last.attempts) == ("b", 1)  # new traffic avoids a
     finally:
         stop_process(proc)
 
@@ -86,7 +90,9 @@ async def test_kill_mid_stream_under_50_streams(started, tmp_path):
         assert "".join(s.texts) == expected_text(len(s.texts))
         slowest = max(slowest, s.ended_at - killed_at)
     assert slowest < 2.0
-    print(f"\nkill under 50 streams: 25 failed over to b; 25 ended UNAVAILABLE, slowest {slowest * 1000:.0f} ms after the kill")
+    assert open_after < 0.2  # within one health interval (test setting: 0.2 s)
+    print(f"\nkill under 50 streams: 25 failed over to b; 25 ended UNAVAILABLE, slowest {slowest * 1000:.0f} ms "
+          f"after the kill; breaker OPEN after {open_after * 1000:.0f} ms")
 
 
 async def test_hung_tier_is_avoided_within_one_health_interval(started, tmp_path):
