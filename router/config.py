@@ -42,9 +42,9 @@ class PolicyConfig(BaseModel):
     kv_pressure_threshold: float = Field(0.88, ge=0, le=1)
     classes: dict[str, ClassDefaults] = Field(
         default_factory=lambda: {
-            "fast": ClassDefaults(latency_budget_ms=3_000, min_accuracy=0.0),
-            "balanced": ClassDefaults(latency_budget_ms=15_000, min_accuracy=0.3),
-            "precise": ClassDefaults(latency_budget_ms=60_000, min_accuracy=0.5),
+            "fast": ClassDefaults(latency_budget_ms=10_000, min_accuracy=0.0),
+            "balanced": ClassDefaults(latency_budget_ms=30_000, min_accuracy=0.3),
+            "precise": ClassDefaults(latency_budget_ms=120_000, min_accuracy=0.5),
         }
     )
 

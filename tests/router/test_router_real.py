@@ -24,13 +24,15 @@ async def test_real_tier_chosen_avoided_and_cancelled_through_router(started, tm
     router = await started(Router(tmp_path, tiers, PROFILES))
     await router.wait_serving("bf16", "fake")
 
-    text, last = await collect(router.stub, request("What is the capital of France?", 16, min_accuracy=0.4), timeout=60)
+    chat = request("", 16, min_accuracy=0.4)
+    chat.messages.add(role="user", content="What is the capital of France?")
+    text, last = await collect(router.stub, chat, timeout=60)
     assert (last.tier, last.routing_reason) == ("bf16", "best_utility") and text.strip()
     _, last = await collect(router.stub, request("What is the capital of France?", 16, min_accuracy=0.0, latency_budget_ms=60_000))
     assert last.tier == "fake"
 
-    # 3,600 bytes cannot be proved to fit 1024 tokens by the byte bound; the tokenizer shows ~600 tokens do.
-    long_prompt = "The cat sat on the mat. " * 150
+    # 1,920 bytes cannot be proved to fit 1024 tokens by the byte bound; the tokenizer shows ~610 tokens do.
+    long_prompt = "The cat sat on the mat. " * 80
     _, last = await collect(router.stub, request(long_prompt, 8, tier="bf16"), timeout=120)
     assert last.usage.prompt_tokens < 1024 - 8
     with pytest.raises(grpc.aio.AioRpcError) as e:
@@ -39,8 +41,10 @@ async def test_real_tier_chosen_avoided_and_cancelled_through_router(started, tm
 
     async with grpc.aio.insecure_channel(real_tier) as channel:
         tier = tier_service_pb2_grpc.TierServiceStub(channel)
-        call = router.stub.Generate(request("Write a long story about a dragon.", 512, min_accuracy=0.4), timeout=120)
-        await call.read()
+        story = request("", 512, min_accuracy=0.4)
+        story.messages.add(role="user", content="Write a long story about a dragon who learns to bake bread.")
+        call = router.stub.Generate(story, timeout=120)
+        assert (await call.read()).text  # streaming, not finished
         load = (await tier.GetLoad(tier_service_pb2.GetLoadRequest(), timeout=5)).load
         assert load.running_requests + load.waiting_requests == 1
         cancelled_at = time.monotonic()
