@@ -112,9 +112,11 @@ class Backend:
     def _set_serving(self, serving: bool) -> None:
         if serving != self.serving:
             log.info("tier %s is %s", self.name, "SERVING" if serving else "NOT_SERVING")
+            if self.serving and not serving:
+                # Trip on the fall only: a tier never seen SERVING is not eligible anyway, and
+                # should not start its life with an open breaker because its first check was slow.
+                self.breaker.trip()
         self.serving = serving
-        if not serving:
-            self.breaker.trip()
 
     def reconfigure(self, spec: TierSpec, config: RouterConfig) -> None:
         """New settings for the same address (config reload); breaker state and counters stay."""
