@@ -8,15 +8,18 @@ import sys
 
 from mesh.observability import ObservabilityConfig, configure_logging
 from mesh.server import install_uvloop, stop_event_on_signals
-from router.config import RouterConfig, load_config
+from router.config import RouterConfig
+from router.profiles import Profiles
+from router.reload import load_both
 
 
-async def serve(config: RouterConfig) -> None:
+async def serve(config: RouterConfig, profiles: Profiles, config_path: str) -> None:
     from mesh.observability import tracer_provider
     from router.server import RouterServer
 
     stop = stop_event_on_signals()
-    server = RouterServer(config, tracer_provider=tracer_provider("qarr-router", config.observability.otlp_endpoint))
+    provider = tracer_provider("qarr-router", config.observability.otlp_endpoint)
+    server = RouterServer(config, profiles, config_path, tracer_provider=provider)
     await server.start()
     await stop.wait()
     await server.stop(config.grace_seconds)
@@ -24,7 +27,7 @@ async def serve(config: RouterConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qarr-router", description="QARR router: routes Generate calls to tiers.")
-    parser.add_argument("--config", required=True, help="YAML file listing the tiers (see mesh.yaml)")
+    parser.add_argument("--config", required=True, help="YAML file: tiers, policy, profiles path (see mesh.yaml); edits apply live")
     parser.add_argument("--listen", help="HOST:PORT to listen on (overrides the config file)")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log-format", choices=["auto", "json", "console"], default="auto", help="auto: console on a TTY, JSON otherwise")
@@ -34,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--otlp-endpoint", help="export traces over OTLP/gRPC, e.g. http://127.0.0.1:4317 (overrides the config file)")
     args = parser.parse_args(argv)
     configure_logging(args.log_format, args.log_level)
-    config = load_config(args.config)
+    # A broken file at start is fatal (there is no last good one); later edits reload live.
+    config, profiles = load_both(args.config)
     if args.listen:
         config = config.model_copy(update={"listen": args.listen})
     overrides = {k: v for k in ("metrics_port", "metrics_host", "otlp_endpoint", "log_prompts") if (v := getattr(args, k)) is not None}
@@ -42,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         obs = ObservabilityConfig.model_validate({**config.observability.model_dump(), **overrides})
         config = config.model_copy(update={"observability": obs})
     install_uvloop()
-    asyncio.run(serve(config))
+    asyncio.run(serve(config, profiles, args.config))
     return 0
 
 

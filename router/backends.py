@@ -1,16 +1,26 @@
-"""One Backend per tier: its channel, raw-bytes Generate, and health kept up to date by Watch."""
+"""One Backend per tier: its channel, raw-bytes Generate, breaker, and health and load kept up to date.
+
+Health comes from two feeds: grpc.health.v1 Watch (pushed at once) and Check on
+an interval with a deadline (catches a tier that hangs without closing its
+connection). NOT_SERVING from either trips the breaker. Load comes from GetLoad
+polled on an interval, and from the last message of each stream (relay.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from qarr.v1 import tier_service_pb2, tier_service_pb2_grpc
-from router.config import TierSpec
+from qarr.v1 import common_pb2, tier_service_pb2, tier_service_pb2_grpc
+from router.breaker import Breaker
+from router.choose import LiveState
+from router.config import BreakerConfig, RouterConfig, TierSpec
 
 log = logging.getLogger("qarr.router")
 
@@ -21,58 +31,140 @@ CHANNEL_OPTIONS = (
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.keepalive_permit_without_calls", 1),
+    # Reconnect quickly when a tier comes back (the default backoff grows to 120 s).
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
 )
 TIER_SERVICE = tier_service_pb2.DESCRIPTOR.services_by_name["TierService"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+def new_breaker(config: BreakerConfig, clock: Callable[[], float]) -> Breaker:
+    return Breaker(clock, config.failure_threshold, config.open_base_s, config.open_max_s, config.half_open_probes)
 
 
 class Backend:
-    def __init__(self, spec: TierSpec) -> None:
+    def __init__(self, spec: TierSpec, config: RouterConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.spec = spec
         self.name = spec.name
+        self.config = config
         self.channel = grpc.aio.insecure_channel(spec.address, options=CHANNEL_OPTIONS)
         # Bytes in, bytes out: the router forwards request and chunks without re-encoding.
         self.generate = self.channel.unary_stream("/qarr.v1.TierService/Generate")
         self.tier_stub = tier_service_pb2_grpc.TierServiceStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+        self.breaker = new_breaker(config.breaker, clock)
         self.serving: bool | None = None  # None: not heard from yet
+        self.load = common_pb2.Load()
         self.in_flight = 0
-        self._watch: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
 
     def start(self) -> None:
-        self._watch = asyncio.create_task(self._watch_health(), name=f"health-{self.name}")
+        self._tasks = [
+            asyncio.create_task(self._watch_health(), name=f"health-watch-{self.name}"),
+            asyncio.create_task(self._check_health(), name=f"health-check-{self.name}"),
+            asyncio.create_task(self._poll_load(), name=f"load-{self.name}"),
+        ]
+
+    def live(self) -> LiveState:
+        load = self.load
+        return LiveState(
+            serving=self.serving,
+            breaker_allows=self.breaker.allows(),
+            in_flight=self.in_flight,
+            running=load.running_requests,
+            waiting=load.waiting_requests,
+            kv_cache_usage=load.kv_cache_usage,
+        )
 
     async def _watch_health(self, retry_s: float = 0.5) -> None:
         """Follow grpc.health.v1 Watch; any break marks the tier not serving until it answers again."""
         request = health_pb2.HealthCheckRequest(service=TIER_SERVICE)
         while True:
             try:
-                async for resp in self.health_stub.Watch(request, wait_for_ready=False):
-                    self._set_serving(resp.status == health_pb2.HealthCheckResponse.SERVING)
+                async for resp in self.health_stub.Watch(request):
+                    self._set_serving(resp.status == SERVING)
             except grpc.aio.AioRpcError as e:
                 if e.code() != grpc.StatusCode.CANCELLED:
                     self._set_serving(False)
             await asyncio.sleep(retry_s)
 
+    async def _check_health(self) -> None:
+        """grpc.health.v1 Check every health_interval_s with a deadline: a hung tier counts as down."""
+        request = health_pb2.HealthCheckRequest(service=TIER_SERVICE)
+        while True:
+            await asyncio.sleep(self.config.health_interval_s)
+            try:
+                resp = await self.health_stub.Check(request, timeout=self.config.health_timeout_s)
+                self._set_serving(resp.status == SERVING)
+            except grpc.aio.AioRpcError:
+                self._set_serving(False)
+
+    async def _poll_load(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.load_interval_s)
+            if not self.serving:
+                continue
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                resp = await self.tier_stub.GetLoad(tier_service_pb2.GetLoadRequest(), timeout=self.config.health_timeout_s)
+                self.load = resp.load
+
     def _set_serving(self, serving: bool) -> None:
         if serving != self.serving:
             log.info("tier %s is %s", self.name, "SERVING" if serving else "NOT_SERVING")
+            if self.serving and not serving:
+                # Trip on the fall only: a tier never seen SERVING is not eligible anyway, and
+                # should not start its life with an open breaker because its first check was slow.
+                self.breaker.trip()
         self.serving = serving
 
+    def reconfigure(self, spec: TierSpec, config: RouterConfig) -> None:
+        """New settings for the same address (config reload); breaker state and counters stay."""
+        self.spec = spec
+        self.config = config
+        b = config.breaker
+        self.breaker.configure(b.failure_threshold, b.open_base_s, b.open_max_s, b.half_open_probes)
+
     async def close(self) -> None:
-        if self._watch:
-            self._watch.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+                await task
         await self.channel.close()
 
 
 class BackendPool:
-    def __init__(self, specs: list[TierSpec]) -> None:
-        self.backends = {s.name: Backend(s) for s in specs}
+    def __init__(self, config: RouterConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.backends = {s.name: Backend(s, config, clock) for s in config.tiers}
+        self._started = False
 
     def start(self) -> None:
+        self._started = True
         for b in self.backends.values():
             b.start()
+
+    def swap(self, config: RouterConfig) -> list[Backend]:
+        """Follow a new config at once: keep tiers whose address is unchanged, open new ones.
+        Returns the backends dropped; close them with `retire` (their open streams end with them)."""
+        old = self.backends
+        new: dict[str, Backend] = {}
+        for spec in config.tiers:
+            b = old.get(spec.name)
+            if b is not None and b.spec.address == spec.address:
+                b.reconfigure(spec, config)
+            else:
+                b = Backend(spec, config, self.clock)
+                if self._started:
+                    b.start()
+            new[spec.name] = b
+        self.backends = new
+        return [b for name, b in old.items() if new.get(name) is not b]
+
+    @staticmethod
+    async def retire(gone: list[Backend]) -> None:
+        await asyncio.gather(*(b.close() for b in gone))
 
     async def close(self) -> None:
         await asyncio.gather(*(b.close() for b in self.backends.values()))

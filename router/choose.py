@@ -1,42 +1,193 @@
-"""choose_tier: a pure function from a request and the tiers' state to ranked candidates."""
+"""choose_tier: a pure function from a request and snapshots of the tiers to ranked candidates.
+
+No I/O and no clock: the relay takes snapshots (health, breaker, load, in-flight
+counts, prompt token counts) and passes them in. Four stages, in order:
+
+1. eligibility  - healthy, breaker lets traffic through, room for one more stream,
+                  prompt tokens + max_tokens fit the context. A pinned tier wins when eligible.
+2. constraints  - predicted latency within the budget, profiled accuracy at least the floor.
+3. utility      - rank what meets both by accuracy - latency - cost (weights from config);
+                  when nothing meets them, fall back to the most accurate eligible tier.
+4. live pressure - a tier whose KV cache is past the threshold moves behind the tiers with headroom.
+
+Every candidate carries the reason it is where it is; the relay tries them in order.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from router.config import PolicyConfig, TierSpec
+from router.profiles import TierProfile
+
+PINNED = "pinned"
+BEST = "best_utility"
+NEXT_BEST = "next_best_utility"
+FALLBACK = "fallback_most_accurate"
+DIVERTED = "kv_pressure_diverted"
 
 
 class NoTier(Exception):
-    """No tier can serve this request; `code` says which gRPC status fits."""
+    """No tier can serve this request. `code` is the gRPC status name that fits, `reason` the ErrorInfo reason."""
 
-    def __init__(self, message: str, reason: str, invalid_argument: bool = False) -> None:
+    def __init__(self, message: str, reason: str, code: str = "UNAVAILABLE") -> None:
         super().__init__(message)
         self.reason = reason
-        self.invalid_argument = invalid_argument
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
-class TierView:
-    """What choose_tier may know about a tier (a snapshot, not the live object)."""
+class RequestView:
+    """What choose_tier needs from a request."""
 
-    name: str
-    serving: bool | None
+    max_tokens: int
+    # Prompt tokens per tier name: an exact count or an upper bound (see router/tokens.py).
+    prompt_tokens: Mapping[str, int]
+    pinned: str = ""
+    latency_budget_ms: float = 0.0  # 0: the class default
+    min_accuracy: float | None = None  # None: the class default
+    complexity: str = "balanced"  # fast | balanced | precise (router/classify.py)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveState:
+    """A tier's state at the moment of the choice."""
+
+    serving: bool | None  # None: not heard from yet
+    breaker_allows: bool = True
+    in_flight: int = 0
+    running: int = 0
+    waiting: int = 0
+    kv_cache_usage: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
     name: str
     reason: str
+    predicted_ms: float | None = None
 
 
-def choose_tier(pinned: str, tiers: Sequence[TierView]) -> list[Candidate]:
-    """Pinned tier if named, else every serving tier in config order."""
-    if pinned:
-        names = [t.name for t in tiers]
-        if pinned not in names:
-            raise NoTier(f"routing.tier {pinned!r} is not a known tier; known tiers: {names}", "UNKNOWN_TIER", True)
-        return [Candidate(pinned, "pinned")]
-    ranked = [Candidate(t.name, "first_healthy") for t in tiers if t.serving]
-    if not ranked:
-        raise NoTier("no tier is serving", "NO_HEALTHY_TIER")
-    return ranked
+def choose_tier(
+    request: RequestView,
+    tiers: Sequence[TierSpec],
+    profiles: Mapping[str, TierProfile],
+    live_state: Mapping[str, LiveState],
+    policy: PolicyConfig,
+) -> list[Candidate]:
+    """Candidates best first; raises NoTier when none is eligible."""
+    if request.pinned:
+        return [_pinned(request, tiers, live_state)]
+    eligible = _eligible(request, tiers, profiles, live_state)
+    budget, floor = _needs(request, policy)
+    predicted = {t.name: predict_ms(profiles.get(t.name), live_state[t.name], request, t.name) for t in eligible}
+    meeting = [
+        t for t in eligible
+        if predicted[t.name] is not None and predicted[t.name] <= budget and profiles[t.name].accuracy >= floor
+    ]
+    ranked = _by_utility(meeting, profiles, predicted, policy)
+    met = {t.name for t in meeting}
+    rest = sorted((t for t in eligible if t.name not in met), key=lambda t: -_accuracy(profiles, t.name))
+    candidates = [Candidate(t.name, BEST if i == 0 else NEXT_BEST, predicted[t.name]) for i, t in enumerate(ranked)]
+    candidates += [Candidate(t.name, FALLBACK, predicted[t.name]) for t in rest]
+    return _divert_pressure(candidates, live_state, policy.kv_pressure_threshold)
+
+
+def _refusal(request: RequestView, tier: TierSpec, live: LiveState | None) -> tuple[str, str] | None:
+    """(gRPC code, why) when the tier cannot take this request now, else None."""
+    if live is None or not live.serving:
+        return "UNAVAILABLE", "not serving"
+    if not live.breaker_allows:
+        return "UNAVAILABLE", "circuit breaker open"
+    if live.in_flight >= tier.max_in_flight:
+        return "RESOURCE_EXHAUSTED", f"at its limit of {tier.max_in_flight} streams"
+    needed = request.prompt_tokens.get(tier.name, 0) + request.max_tokens
+    if needed > tier.max_model_len:
+        return "INVALID_ARGUMENT", f"prompt + max_tokens = {needed} tokens > max_model_len {tier.max_model_len}"
+    return None
+
+
+def _pinned(request: RequestView, tiers: Sequence[TierSpec], live_state: Mapping[str, LiveState]) -> Candidate:
+    by_name = {t.name: t for t in tiers}
+    tier = by_name.get(request.pinned)
+    if tier is None:
+        raise NoTier(f"routing.tier {request.pinned!r} is not a known tier; known tiers: {list(by_name)}", "UNKNOWN_TIER", "INVALID_ARGUMENT")
+    refusal = _refusal(request, tier, live_state.get(tier.name))
+    if refusal:
+        code, why = refusal
+        reason = {"INVALID_ARGUMENT": "PROMPT_TOO_LONG", "RESOURCE_EXHAUSTED": "TIER_FULL"}.get(code, "TIER_UNAVAILABLE")
+        raise NoTier(f"pinned tier {tier.name} cannot take this request: {why}", reason, code)
+    return Candidate(tier.name, PINNED)
+
+
+def _eligible(request, tiers, profiles, live_state) -> list[TierSpec]:
+    eligible, refusals = [], {}
+    for tier in tiers:
+        profile = profiles.get(tier.name)
+        if profile is not None and not profile.routable:
+            refusals[tier.name] = ("UNAVAILABLE", f"not routable ({profile.not_routable_reason or 'profiler'})")
+            continue
+        refusal = _refusal(request, tier, live_state.get(tier.name))
+        if refusal:
+            refusals[tier.name] = refusal
+        else:
+            eligible.append(tier)
+    if eligible:
+        return eligible
+    codes = {code for code, _ in refusals.values()}
+    why = "; ".join(f"{name}: {w}" for name, (_, w) in refusals.items())
+    if codes == {"INVALID_ARGUMENT"}:
+        raise NoTier(f"the prompt does not fit any tier's context ({why})", "PROMPT_TOO_LONG", "INVALID_ARGUMENT")
+    if "RESOURCE_EXHAUSTED" in codes:
+        raise NoTier(f"every tier that could serve this is busy ({why})", "TIERS_FULL", "RESOURCE_EXHAUSTED")
+    raise NoTier(f"no tier can serve now ({why})", "NO_HEALTHY_TIER", "UNAVAILABLE")
+
+
+def _needs(request: RequestView, policy: PolicyConfig) -> tuple[float, float]:
+    """(latency budget ms, accuracy floor): the caller's hints, else the class defaults."""
+    defaults = policy.classes.get(request.complexity, policy.classes["balanced"])
+    budget = request.latency_budget_ms or defaults.latency_budget_ms
+    floor = defaults.min_accuracy if request.min_accuracy is None else request.min_accuracy
+    return budget, floor
+
+
+def predict_ms(profile: TierProfile | None, live: LiveState, request: RequestView, name: str) -> float | None:
+    """TTFT (waiting requests queue ahead) + prefill + max_tokens at the per-stream decode rate
+    with this request added to those running. None without a profile."""
+    if profile is None:
+        return None
+    streams = max(live.running, live.in_flight) + 1
+    per_stream = profile.decode_tps_c1 / streams
+    if profile.decode_tps_cn > 0:
+        per_stream = min(profile.decode_tps_c1, profile.decode_tps_cn / streams)
+    prefill = request.prompt_tokens.get(name, 0) / profile.prompt_tps * 1000 if profile.prompt_tps > 0 else 0.0
+    return profile.ttft_ms_p50 * (1 + live.waiting) + prefill + request.max_tokens / per_stream * 1000
+
+
+def _by_utility(tiers, profiles, predicted, policy: PolicyConfig) -> list[TierSpec]:
+    def utility(t: TierSpec) -> float:
+        p = profiles[t.name]
+        return (
+            policy.accuracy_weight * p.accuracy
+            - policy.latency_weight * predicted[t.name] / 1000
+            - policy.cost_weight * p.cost_per_million_tokens
+        )
+
+    return sorted(tiers, key=utility, reverse=True)
+
+
+def _accuracy(profiles, name: str) -> float:
+    p = profiles.get(name)
+    return p.accuracy if p is not None else -1.0
+
+
+def _divert_pressure(candidates: list[Candidate], live_state, threshold: float) -> list[Candidate]:
+    """Tiers past the KV threshold go last, as long as some candidate has headroom."""
+    calm = [c for c in candidates if live_state[c.name].kv_cache_usage <= threshold]
+    if not calm or len(calm) == len(candidates):
+        return candidates
+    pressed = [c for c in candidates if live_state[c.name].kv_cache_usage > threshold]
+    if calm[0] is not candidates[0]:
+        calm[0] = Candidate(calm[0].name, DIVERTED, calm[0].predicted_ms)
+    return calm + pressed

@@ -1,16 +1,19 @@
-"""Start and stop the router: backends, health watching, RouterService."""
+"""Start and stop the router: backends, health and load watching, hot reload, RouterService."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 
 from mesh.server import MeshServer
 from qarr.v1 import router_service_pb2
 from router.backends import BackendPool
 from router.config import RouterConfig
+from router.profiles import Profiles
 from router.relay import RouterServicer, handlers
+from router.reload import Reloader
 from router.telemetry import RouterTelemetry, prices_from
 from mesh.observability import MetricsServer, start_metrics_server
 
@@ -19,9 +22,14 @@ SERVICE = router_service_pb2.DESCRIPTOR.services_by_name["RouterService"].full_n
 
 
 class RouterServer:
-    def __init__(self, config: RouterConfig, *, tracer_provider=None, profiles=None) -> None:
+    def __init__(
+        self, config: RouterConfig, profiles: Profiles | None = None, config_path: str | Path | None = None, *, tracer_provider=None
+    ) -> None:
+        """`config_path`: the file `config` came from; when given, edits to it (and to its profiles file) apply live.
+        `tracer_provider`: an OpenTelemetry provider when tracing is on (None: no spans at all)."""
         self.config = config
-        self.pool = BackendPool(config.tiers)
+        profiles = profiles or Profiles()
+        self.pool = BackendPool(config)
         # Observability: metrics, traces (when a provider is given), the per-request log line.
         obs = config.observability
         self.tracer_provider = tracer_provider
@@ -31,18 +39,24 @@ class RouterServer:
         )
         self.telemetry.declare_tiers(self.pool.backends)
         self.metrics: MetricsServer | None = None
-        self._health_mirror: asyncio.Task | None = None
-        self.servicer = RouterServicer(self.pool, self.telemetry)
+        self._pool_mirror: asyncio.Task | None = None
+        self.servicer = RouterServicer(self.pool, config, profiles, self.telemetry)
         self.mesh = MeshServer([SERVICE])
         self.mesh.server.add_generic_rpc_handlers((handlers(self.servicer),))
+        self.reloader = (
+            Reloader(config_path, config.profiles, self.servicer.apply, config.reload_interval_s) if config_path else None
+        )
+        self._reload_task: asyncio.Task | None = None
 
     async def start(self, address: str | None = None) -> int:
         self.pool.start()
-        self._health_mirror = asyncio.create_task(self.telemetry.watch_health(self.pool), name="telemetry-health")
+        self._pool_mirror = asyncio.create_task(self.telemetry.watch_pool(self.pool), name="telemetry-pool")
         obs = self.config.observability
         if obs.metrics_port is not None:
             self.metrics = start_metrics_server(self.telemetry.registry, obs.metrics_host, obs.metrics_port)
             log.info("router metrics on http://%s:%d/metrics", obs.metrics_host, self.metrics.port)
+        if self.reloader:
+            self._reload_task = asyncio.create_task(self.reloader.run(), name="config-reload")
         port = await self.mesh.start(address or self.config.listen)
         # The router can take calls as soon as it listens; tiers come and go.
         await self.mesh.set_health(True)
@@ -50,11 +64,15 @@ class RouterServer:
         return port
 
     async def stop(self, grace: float) -> None:
-        await self.mesh.stop(grace)
-        if self._health_mirror is not None:
-            self._health_mirror.cancel()
+        if self._reload_task:
+            self._reload_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._health_mirror
+                await self._reload_task
+        await self.mesh.stop(grace)
+        if self._pool_mirror is not None:
+            self._pool_mirror.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pool_mirror
         await self.pool.close()
         if self.metrics is not None:
             self.metrics.close()

@@ -81,16 +81,11 @@ class RouterTelemetry:
         prices: Mapping[str, float] | None = None,
         tracer=None,
         log_prompts: bool = False,
-        health_drives_breaker: bool = True,
     ) -> None:
         self.registry = registry if registry is not None else new_registry()
         self.prices = dict(prices or {})  # tier -> price per million tokens (prompt + completion)
         self.tracer = tracer
         self.log_prompts = log_prompts
-        # Until the real breaker reports its state, a tier's health stands in for it:
-        # NOT_SERVING = open, SERVING = closed. Turn off once the breaker calls
-        # set_breaker_state / breaker_transition itself.
-        self.health_drives_breaker = health_drives_breaker
         self._breaker: dict[str, str] = {}
         self._series: dict[str, _TierSeries] = {}
         self._health: dict[str, bool | None] = {}
@@ -168,14 +163,19 @@ class RouterTelemetry:
             return
         self._health[tier] = serving
         self.tier_up.labels(tier).set(1 if serving else 0)
-        if self.health_drives_breaker and serving is not None:
-            self.set_breaker_state(tier, "closed" if serving else "open")
 
-    async def watch_health(self, pool, interval_s: float = 0.25) -> None:
-        """Mirror each backend's `serving` into set_tier_health (until the pool calls it itself)."""
+    async def watch_pool(self, pool, interval_s: float = 0.25) -> None:
+        """Mirror each backend's health and breaker state into the gauges, off the request path.
+
+        Reading `breaker.state` is what moves an OPEN breaker whose time is up to HALF_OPEN,
+        so the gauge shows what the next request would see.
+        """
         while True:
             for b in pool.backends.values():
+                if b.name not in self._breaker:
+                    self.declare_tiers([b.name])  # a tier added by a config reload
                 self.set_tier_health(b.name, b.serving)
+                self.set_breaker_state(b.name, b.breaker.state)
             await asyncio.sleep(interval_s)
 
     # --- per request -----------------------------------------------------

@@ -101,7 +101,7 @@ async def test_complete_returns_text_usage_tier_and_finish_reason(router):
             return client.complete("one two three", max_tokens=2)
 
     expected = Completion(text="alpha bravo ", finish_reason="length", usage=Usage(3, 2), tier="a", model="fake-a",
-                          quantization="q-a", routing_reason="first_healthy", attempts=1)
+                          quantization="q-a", routing_reason="fallback_most_accurate", attempts=1)
     assert got == expected
     assert await asyncio.to_thread(run) == expected
 

@@ -22,13 +22,13 @@ async def test_router_metrics_count_the_requests_sent(mesh):
         await mesh.generate(PROMPT, tier="a", max_tokens=4)
     for _ in range(2):
         await mesh.generate(PROMPT, tier="b", max_tokens=5)
-    await mesh.generate(PROMPT, max_tokens=2)  # unpinned: first healthy tier, a
+    await mesh.generate(PROMPT, max_tokens=2)  # unpinned, no profiles: the policy falls back to the first tier, a
     m = await mesh.scrape_router()
 
     assert value(m, "qarr_router_requests_total", tier="a", code="OK", finish_reason="length") == 4
     assert value(m, "qarr_router_requests_total", tier="b", code="OK", finish_reason="length") == 2
     assert value(m, "qarr_router_routing_decisions_total", tier="a", reason="pinned") == 3
-    assert value(m, "qarr_router_routing_decisions_total", tier="a", reason="first_healthy") == 1
+    assert value(m, "qarr_router_routing_decisions_total", tier="a", reason="fallback_most_accurate") == 1
     assert value(m, "qarr_router_routing_decisions_total", tier="b", reason="pinned") == 2
     for name in ("qarr_router_time_to_first_token_seconds", "qarr_router_request_duration_seconds"):
         assert value(m, f"{name}_count", tier="a") == 4
@@ -174,7 +174,7 @@ async def test_metric_names_and_labels_follow_prometheus_conventions(mesh):
 
 def test_breaker_api_drives_gauge_and_transitions():
     """set_breaker_state / breaker_transition move the gauge (0 closed, 1 open, 2 half-open) and count each change."""
-    t = RouterTelemetry(health_drives_breaker=False)
+    t = RouterTelemetry()
     t.declare_tiers(["x"])
     t.set_tier_health("x", False)  # health no longer drives the breaker
     t.breaker_transition("x", "closed", "open")

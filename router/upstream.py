@@ -1,0 +1,130 @@
+"""Open a tier stream and read its first message, retrying on the next candidate tier.
+
+This is the router's only retry layer (gRPC's channel retries are off). It
+follows gRFC A6: a stream is committed once its first message arrives, so only
+opening it and reading that message is retried, on UNAVAILABLE or
+RESOURCE_EXHAUSTED, with exponential backoff and jitter, within the caller's
+deadline and the retry budget. Each attempt takes the next candidate whose
+breaker and stream limit let it through.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import grpc
+from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
+
+from router.backends import Backend
+from router.breaker import State
+from router.choose import Candidate, NoTier
+from router.config import RetryConfig
+from router.retry_budget import RetryBudget
+
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+# Outcomes that count against a tier. Client errors (INVALID_ARGUMENT, CANCELLED,
+# DEADLINE_EXCEEDED from the caller's own deadline...) never do.
+TIER_FAULTS = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS})
+# Do not start an attempt with less time than this left before the caller's deadline.
+MIN_ATTEMPT_S = 0.005
+
+
+@dataclass(slots=True)
+class Upstream:
+    """An open tier stream whose first message has arrived."""
+
+    backend: Backend
+    candidate: Candidate
+    call: grpc.aio.UnaryStreamCall
+    chunks: AsyncIterator[bytes]
+    first: bytes
+    attempts: int
+    probe: bool
+
+    def settle(self, code: grpc.StatusCode | None) -> None:
+        """Give the stream's outcome to the breaker (None: it ended without a verdict) and free its slot."""
+        self.backend.in_flight -= 1
+        settle(self.backend, self.probe, code)
+
+
+def settle(backend: Backend, probe: bool, code: grpc.StatusCode | None) -> None:
+    if code is grpc.StatusCode.OK:
+        backend.breaker.record_success()
+    elif code in TIER_FAULTS:
+        backend.breaker.record_failure()
+    else:
+        backend.breaker.release(probe)
+
+
+def _usable(backend: Backend | None) -> bool:
+    return backend is not None and backend.in_flight < backend.spec.max_in_flight and backend.breaker.allows()
+
+
+def _retryable(e: BaseException) -> bool:
+    return isinstance(e, grpc.aio.AioRpcError) and e.code() in RETRYABLE
+
+
+async def open_upstream(
+    raw: bytes,
+    candidates: Sequence[Candidate],
+    backends: Mapping[str, Backend],
+    budget: RetryBudget,
+    config: RetryConfig,
+    time_remaining: Callable[[], float | None],
+    on_attempt: Callable[[str, str], object] = lambda tier, reason: None,
+) -> Upstream:
+    """The first candidate that answers; raises the last tier's AioRpcError, or NoTier when none could be tried.
+
+    `on_attempt(tier, reason)` is told of each attempt and returns the gRPC metadata to send (trace context) or None.
+    """
+    queue = deque(candidates)
+    attempts = 0
+
+    def skip_unusable() -> None:
+        while queue and not _usable(backends.get(queue[0].name)):
+            queue.popleft()
+
+    async def attempt() -> Upstream:
+        nonlocal attempts
+        skip_unusable()
+        if not queue:
+            raise NoTier("every candidate tier is busy or its breaker is open", "TIERS_FULL", "RESOURCE_EXHAUSTED")
+        candidate = queue.popleft()
+        backend = backends[candidate.name]
+        probe = backend.breaker.state is State.HALF_OPEN
+        backend.breaker.acquire()
+        backend.in_flight += 1
+        attempts += 1
+        call = backend.generate(raw, timeout=time_remaining(), metadata=on_attempt(candidate.name, candidate.reason))
+        chunks = aiter(call)
+        try:
+            first = await anext(chunks)
+        except BaseException as e:  # CancelledError included: clean up, then re-raise
+            call.cancel()
+            backend.in_flight -= 1
+            if isinstance(e, StopAsyncIteration):
+                settle(backend, probe, grpc.StatusCode.INTERNAL)
+                details = f"tier {backend.name} ended the stream with no message"
+                raise grpc.aio.AioRpcError(grpc.StatusCode.INTERNAL, grpc.aio.Metadata(), grpc.aio.Metadata(), details) from None
+            settle(backend, probe, e.code() if isinstance(e, grpc.aio.AioRpcError) else None)
+            raise
+        return Upstream(backend, candidate, call, chunks, first, attempts, probe)
+
+    def stop(state) -> bool:
+        skip_unusable()
+        if not queue:
+            return True
+        remaining = time_remaining()
+        if remaining is not None and remaining <= state.upcoming_sleep + MIN_ATTEMPT_S:
+            return True
+        return not budget.try_spend()
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(_retryable),
+        stop=stop,
+        wait=wait_exponential_jitter(initial=config.backoff_initial_s, max=config.backoff_max_s, jitter=config.backoff_initial_s),
+        reraise=True,
+    )
+    return await retrying(attempt)
