@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     env.setdefault("VLLM_CACHE_ROOT", str(Path(".cache/vllm").resolve()))
     procs: list[tuple[str, subprocess.Popen]] = []
 
-    def stop_all(*_):
+    def stop_all() -> None:
         for name, p in reversed(procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -73,9 +73,11 @@ def main(argv: list[str] | None = None) -> int:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+    def on_sigterm(*_):
         raise SystemExit(0)
 
-    signal.signal(signal.SIGTERM, stop_all)
+    signal.signal(signal.SIGTERM, on_sigterm)
     started = time.monotonic()
     try:
         for tier in config["tiers"]:
@@ -106,10 +108,12 @@ Ctrl-C stops the mesh.
             time.sleep(1)
         dead = [n for n, p in procs if p.poll() is not None]
         print(f"{', '.join(dead)} exited; stopping the mesh", file=sys.stderr)
-        stop_all()
+        return 1
     except KeyboardInterrupt:
+        return 0
+    finally:
+        # Whatever ended the mesh (Ctrl-C, SIGTERM, a tier failing to start), stop what was started.
         stop_all()
-    return 0
 
 
 if __name__ == "__main__":
