@@ -13,7 +13,6 @@ import os
 import platform
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from mesh.processes import REPO
 ROUTER_METHOD = "/qarr.v1.RouterService/Generate"
 TIER_METHOD = "/qarr.v1.TierService/Generate"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -30,41 +29,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 # ---------------------------------------------------------------- processes
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def subprocess_env(**extra: str) -> dict[str, str]:
-    """This checkout's code first, offline, no CPU pinning (see ENGINE_NOTES.md)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "protos")])
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-    env.setdefault("VLLM_CACHE_ROOT", str(REPO / ".cache/vllm"))
-    env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(REPO / ".cache/inductor"))
-    env.update(extra)
-    return env
-
-
-def wait_serving(address: str, proc: subprocess.Popen | None = None, timeout: float = 60.0) -> None:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"server at {address} exited with {proc.returncode} before SERVING")
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    raise TimeoutError(f"{address} not SERVING after {timeout:.0f} s")
+from mesh.processes import free_port, local_env as subprocess_env, wait_serving  # noqa: E402  (re-exported for the benchmarks)
 
 
 class Server:

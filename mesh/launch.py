@@ -9,16 +9,15 @@ every tier says SERVING. Ctrl-C or SIGTERM drains everything in reverse.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import grpc
 import yaml
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from mesh.processes import ServerExited, local_env, wait_serving
 
 FLAGS = (
     "dtype", "vllm_quantization", "kv_cache_gib", "max_num_seqs", "engine", "fake_token_delay_ms", "grace_seconds",
@@ -38,30 +37,13 @@ def tier_command(tier: dict) -> list[str]:
     return cmd
 
 
-def wait_serving(address: str, deadline: float, proc: subprocess.Popen, what: str) -> None:
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SystemExit(f"{what} exited with code {proc.returncode} while starting; see its log above")
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.5)
-    raise SystemExit(f"{what} at {address} did not become SERVING in time")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qarr-mesh", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="mesh.yaml", help="mesh file: router settings and tiers (default %(default)s)")
     parser.add_argument("--start-timeout", type=float, default=300, help="seconds to wait for every tier (default %(default)s)")
     args = parser.parse_args(argv)
     config = yaml.safe_load(Path(args.config).read_text())
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path.cwd()), str(Path.cwd() / "protos"), os.environ.get("PYTHONPATH")]))}
-    env.setdefault("VLLM_CACHE_ROOT", str(Path(".cache/vllm").resolve()))
+    env = local_env()
     procs: list[tuple[str, subprocess.Popen]] = []
 
     def stop_all() -> None:
@@ -85,12 +67,12 @@ def main(argv: list[str] | None = None) -> int:
             procs.append((tier["name"], subprocess.Popen(tier_command(tier), env=env)))
         deadline = time.monotonic() + args.start_timeout
         for (name, proc), tier in zip(procs, config["tiers"]):
-            wait_serving(tier["address"], deadline, proc, f"tier {name}")
+            wait_serving(tier["address"], proc, timeout=deadline - time.monotonic(), poll_s=0.5)
             print(f"tier {name} SERVING after {time.monotonic() - started:.0f} s", flush=True)
         listen = config.get("listen", "127.0.0.1:50051")
         router = subprocess.Popen([sys.executable, "-m", "router", "--config", args.config], env=env)
         procs.append(("router", router))
-        wait_serving(listen, time.monotonic() + 30, router, "router")
+        wait_serving(listen, router, timeout=30)
         print(
             f"""
 QARR mesh is up after {time.monotonic() - started:.0f} s: router on {listen}, tiers {', '.join(t['name'] for t in config['tiers'])}.
@@ -108,6 +90,9 @@ Ctrl-C stops the mesh.
             time.sleep(1)
         dead = [n for n, p in procs if p.poll() is not None]
         print(f"{', '.join(dead)} exited; stopping the mesh", file=sys.stderr)
+        return 1
+    except (ServerExited, TimeoutError) as e:
+        print(f"mesh did not start: {e}; see the server's log above", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from bench.__main__ import main
 from bench.evalset import builtin_items, parse_item

@@ -7,12 +7,11 @@ import io
 import json
 import signal
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from clients import BadLine, arun_batch, read_items
+from clients import BadLine, arun_batch
 from clients.batch import load_results
 from tests.clients.conftest import run_cli, running_mesh, start_cli
 from tests.clients.fakes import RecordingEngine

@@ -27,7 +27,6 @@ from clients import (
     Usage,
 )
 from tests.clients.conftest import running_mesh
-from tests.clients.fakes import RecordingEngine
 
 FAKE_WORDS = ["alpha ", "bravo ", "charlie ", "delta ", "echo "]
 
