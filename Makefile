@@ -29,3 +29,17 @@ test-fast: setup
 
 protos: setup
 	$(PY) scripts/gen_protos.py
+
+# Quantization and profiling (docs/quantize.md, docs/profile.md).
+.PHONY: setup-quant quantize profile profile-quant
+setup-quant:
+	@bash scripts/setup_quant.sh
+
+quantize: model setup-quant
+	$(PY) -m quantize --scheme w8a8 --overwrite $(QUANT_ARGS)
+
+profile: model
+	$(PY) -m profiler --mesh mesh.yaml $(PROFILE_ARGS)
+
+profile-quant: quantize
+	$(PY) -m profiler --mesh mesh.quant.yaml $(PROFILE_ARGS)
