@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -46,6 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the tier servers this command started are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     settings = ProfileSettings(
         eval_set=args.eval_set, eval_limit=args.eval_limit or None, eval_concurrency=args.eval_concurrency,
         ttft_requests=args.ttft_requests, decode_tokens=args.decode_tokens,

@@ -193,6 +193,7 @@ def build_profiles(results: list[TierMeasurement], s: ProfileSettings, eval_item
         "gate_max_drop_points": f"{s.gate_points:g}",
         "price_per_hour_usd": f"{s.price_per_hour:g}",
         "cost_basis": f"decode tokens/s at concurrency {s.concurrency_n}",
+        "load_average_1m_at_end": f"{os.getloadavg()[0]:.1f}",
     }
     return Profiles(version=SCHEMA_VERSION, measured=measured, tiers=tiers)
 

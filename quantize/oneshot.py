@@ -45,6 +45,16 @@ def recipe_for(scheme: str, method: str):
     raise SystemExit(f"unknown scheme {scheme}")
 
 
+def describe(modifier) -> str:
+    """A modifier as Name(non-default settings); the full recipe is llm-compressor's recipe.yaml beside it."""
+    try:
+        fields = modifier.model_dump(exclude_defaults=True, exclude_none=True)
+    except Exception:
+        return repr(modifier)
+    fields = {k: v for k, v in fields.items() if not k.endswith("_")}
+    return f"{type(modifier).__name__}({', '.join(f'{k}={v}' for k, v in fields.items())})"
+
+
 def calibration_dataset(path: str, tokenizer, samples: int, seq_len: int):
     """The first `samples` prompts of a JSONL file ({"text"} or {"messages"}), chat-formatted and tokenized."""
     from datasets import Dataset
@@ -102,7 +112,7 @@ def main() -> int:
     model.save_pretrained(args.out, save_compressed=True)
     tokenizer.save_pretrained(args.out)
     info = {
-        "recipe": "; ".join(repr(m) for m in recipe),
+        "recipe": "; ".join(describe(m) for m in recipe),
         "libraries": {"llmcompressor": llmcompressor.__version__, "compressed-tensors": compressed_tensors.__version__,
                       "transformers": transformers.__version__, "torch": torch.__version__},
         "seconds": round(time.monotonic() - t0, 1),
