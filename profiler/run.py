@@ -99,7 +99,11 @@ async def _measure(spec: TierSpec, items: list[EvalItem], s: ProfileSettings, pr
     probe = TierProbe(spec.address)
     try:
         measured = await _measure_speed(probe, s, progress, spec.name) if speed else None
+        if measured:
+            console.print(f"[bold]{spec.name}[/]: TTFT p50 {measured.ttft_ms_p50:.0f} ms, decode "
+                          f"{measured.decode_tps_c1:.1f} tok/s (1 stream), prefill {measured.prompt_tps:.0f} tok/s")
         evals = await _measure_accuracy(probe, items, s, progress, spec.name)
+        console.print(f"[bold]{spec.name}[/]: accuracy {evals.accuracy:.3f} ({evals.correct}/{evals.total})")
         return measured, evals
     finally:
         await probe.close()
