@@ -18,6 +18,16 @@ from mesh.launch import tier_command
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the profiler dies, even by SIGKILL (Linux only)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 @dataclass
 class TierSpec:
     name: str
@@ -73,7 +83,7 @@ class StartedTier:
         t0 = time.monotonic()
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(tier_command(self.spec.raw), env=tier_env(), cwd=REPO, stdout=out,
-                                         stderr=subprocess.STDOUT)
+                                         stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         try:
             while time.monotonic() - t0 < self.timeout_s:
                 if self.proc.poll() is not None:

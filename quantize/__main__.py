@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from profiler.evalset import DEFAULT_CALIBRATION_SET, DEFAULT_EVAL_SET, file_sha256
+from profiler.run import machine_description
 from quantize.hardware import has_gpu
 from quantize.manifest import Calibration, Manifest, folder_sha256, write_manifest
 from quantize.runner import ensure_venv, run_oneshot
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         libraries=info["libraries"],
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         duration_s=info["wall_s"],
+        machine=machine_description(),
     )
     write_manifest(out, manifest)
     print(f"quantize: done in {time.monotonic() - t0:.0f} s (one-shot {info['wall_s']:.0f} s); manifest "

@@ -17,6 +17,19 @@ from tests.conftest import REPO, free_port, subprocess_env
 pytestmark = pytest.mark.engine
 
 
+def run_terminating(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """subprocess.run, but a timeout sends SIGTERM first, so the profiler stops the tier it started."""
+    proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        out, err = proc.communicate(timeout=120)
+        pytest.fail(f"profiler still running after {timeout:.0f} s:\n{err[-4000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def scramble(src: Path, dst: Path) -> Path:
     """A copy of a model folder whose every weight tensor is Gaussian noise of the same scale."""
     import torch
@@ -49,12 +62,12 @@ def profiled(bundled_model, tmp_path_factory):
          "max_model_len": 1024, "serve": serve},
     ]}
     (tmp / "mesh.yaml").write_text(yaml.safe_dump(mesh))
-    proc = subprocess.run(
+    proc = run_terminating(
         [sys.executable, "-m", "profiler", "--mesh", str(tmp / "mesh.yaml"), "--out", str(tmp / "profiles.yaml"),
-         "--report", str(tmp / "report" / "REPORT.md"), "--eval-limit", "24", "--ttft-requests", "4",
-         "--decode-tokens", "32", "--concurrency", "4", "--prompt-tokens", "200", "--reference", "bf16",
+         "--report", str(tmp / "report" / "REPORT.md"), "--eval-limit", "24", "--ttft-requests", "3",
+         "--decode-tokens", "24", "--concurrency", "4", "--prompt-tokens", "120", "--reference", "bf16",
          "--price-per-hour", "0.36", "--log-dir", str(tmp / "logs")],
-        cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=900,
+        timeout=1800,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     print("\n" + proc.stdout)
