@@ -24,6 +24,8 @@ def tokens_per_word(model_dir: str | Path, text: str | None = None) -> float:
 
     text = text if text is not None else reference_text()
     tok = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+    tok.no_truncation()  # a saved truncation setting would cap the count
+    tok.no_padding()
     n_tokens = len(tok.encode(text, add_special_tokens=False).ids)
     n_words = len(text.split())
     return n_tokens / n_words if n_words else 0.0

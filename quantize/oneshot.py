@@ -102,7 +102,10 @@ def main() -> int:
     kwargs = {}
     # SmoothQuant and AWQ calibrate whatever rounds the weights; GPTQ calibrates; RTN alone needs no data.
     if args.scheme in ("w8a8", "awq") or (args.method == "gptq" and args.scheme != "fp8"):
-        kwargs = dict(dataset=calibration_dataset(args.calibration, tokenizer, args.samples, args.seq_len),
+        # A separate tokenizer: calling one with truncation stores that setting in the tokenizer.json it saves,
+        # and the served checkpoint would then cut every prompt to --seq-len tokens.
+        calib_tokenizer = AutoTokenizer.from_pretrained(args.base)
+        kwargs = dict(dataset=calibration_dataset(args.calibration, calib_tokenizer, args.samples, args.seq_len),
                       num_calibration_samples=args.samples, max_seq_length=args.seq_len,
                       shuffle_calibration_samples=False)
     print(f"[quantize] one-shot {args.scheme} ({args.method}): {args.samples} samples x {args.seq_len} tokens", file=sys.stderr,

@@ -47,6 +47,8 @@ def test_w8a8_checkpoint_carries_manifest_and_compressed_tensors_config(w8a8_mod
     assert m.scheme == "w8a8" and m.base_model == str(bundled_model.resolve())
     assert m.calibration and m.calibration.samples == 8 and m.calibration.seq_len == 64 and len(m.calibration.sha256) == 64
     assert m.libraries["llmcompressor"] == "0.14.0.1" and "compressed-tensors" in m.libraries
+    # Calibration tokenizes with truncation; the saved tokenizer must not keep it (it would cut served prompts).
+    assert json.loads((w8a8_model / "tokenizer.json").read_text())["truncation"] is None
     qcfg = json.loads((w8a8_model / "config.json").read_text())["quantization_config"]
     assert qcfg["quant_method"] == "compressed-tensors"
     weights = qcfg["config_groups"]["group_0"]["weights"]
