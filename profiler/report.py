@@ -74,6 +74,9 @@ def markdown(profiles: Profiles, results: list[TierMeasurement], images: list[Pa
         f"Eval gate: reference tier `{m.get('reference_tier', '?')}`, at most {m.get('gate_max_drop_points', '?')} "
         f"points below it. Cost from ${m.get('price_per_hour_usd', '?')}/hour and {m.get('cost_basis', '?')}.",
         "",
+        f"Machine load (1-minute load average) when the run ended: {m.get('load_average_1m_at_end', '?')}; "
+        "on a shared CPU this explains most of the spread in TTFT and tok/s.",
+        "",
         table(profiles),
         "",
         "TTFT and decode speed: sequential requests after two warm-up requests; decode tok/s excludes the first "
