@@ -43,3 +43,17 @@ bench-routing: model bench-deps
 bench-scaling: bench-deps
 	$(PY) -m bench scaling $(BENCH_ARGS)
 bench: bench-overhead bench-cost bench-scaling bench-routing
+
+# Quantization and profiling (docs/quantize.md, docs/profile.md).
+.PHONY: setup-quant quantize profile profile-quant
+setup-quant:
+	@bash scripts/setup_quant.sh
+
+quantize: model setup-quant
+	$(PY) -m quantize --scheme w8a8 --overwrite $(QUANT_ARGS)
+
+profile: model
+	$(PY) -m profiler --mesh mesh.yaml $(PROFILE_ARGS)
+
+profile-quant: quantize
+	$(PY) -m profiler --mesh mesh.quant.yaml $(PROFILE_ARGS)

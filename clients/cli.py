@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     connection = _connection_parent()
+    # Operator tools with their own parsers (run `qarr quantize --help` etc.); listed here for --help.
+    for name, text in TOOLS.items():
+        sub.add_parser(name, help=text, add_help=False)
 
     g = sub.add_parser(
         "generate", parents=[connection, _sampling_parent(256, 0.0)], help="stream an answer to a prompt",
@@ -196,7 +199,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# `qarr quantize|profile|bench ...` hand their arguments to the tool's own entry point.
+TOOLS = {
+    "quantize": "quantize a model folder with llm-compressor (W8A8, W4A16, ...); see docs/quantize.md",
+    "profile": "measure every tier of a mesh into the profiles file the router reads; see docs/profile.md",
+    "bench": "router overhead, cost, scaling and routing-benefit benchmarks; see docs/bench.md",
+}
+
+
+def _run_tool(name: str, argv: list[str]) -> int:
+    module = {"quantize": "quantize.__main__", "profile": "profiler.__main__", "bench": "bench.__main__"}[name]
+    import importlib
+
+    return importlib.import_module(module).main(argv) or 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in TOOLS:
+        return _run_tool(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     if args.ca_file:
         args.tls = True
