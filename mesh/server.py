@@ -56,9 +56,13 @@ class MeshServer:
         for name in ("", *self.service_names):
             await self.health.set(name, status)
 
-    async def stop(self, grace: float) -> None:
-        """Say NOT_SERVING, let in-flight calls finish for `grace` seconds, then stop."""
+    async def stop(self, grace: float, notice: float = 0.0) -> None:
+        """Drain: say NOT_SERVING and keep answering for `notice` seconds (so routers and probes
+        polling health see it and send no new work), then refuse new calls and give in-flight
+        ones `grace` seconds to finish."""
         await self.health.enter_graceful_shutdown()
+        if notice > 0:
+            await asyncio.sleep(notice)
         await self.server.stop(grace)
 
 

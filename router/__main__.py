@@ -22,7 +22,7 @@ async def serve(config: RouterConfig, profiles: Profiles, config_path: str) -> N
     server = RouterServer(config, profiles, config_path, tracer_provider=provider)
     await server.start()
     await stop.wait()
-    await server.stop(config.grace_seconds)
+    await server.stop(config.grace_seconds, config.drain_notice_seconds)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -94,6 +94,8 @@ class RouterConfig(BaseModel):
     reload_interval_s: float = Field(0.5, gt=0)
     # On SIGTERM, how long in-flight streams may finish.
     grace_seconds: float = Field(10.0, ge=0)
+    # On SIGTERM, how long health says NOT_SERVING before new calls are refused.
+    drain_notice_seconds: float = Field(1.0, ge=0)
     # /metrics port, OTLP endpoint, prompt logging (docs/observability.md).
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
 

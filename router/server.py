@@ -63,12 +63,12 @@ class RouterServer:
         log.info("router serving on port %d with tiers %s", port, list(self.pool.backends))
         return port
 
-    async def stop(self, grace: float) -> None:
+    async def stop(self, grace: float, notice: float = 0.0) -> None:
         if self._reload_task:
             self._reload_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reload_task
-        await self.mesh.stop(grace)
+        await self.mesh.stop(grace, notice)
         if self._pool_mirror is not None:
             self._pool_mirror.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -109,12 +109,21 @@ async def test_deadline_propagates_to_the_tier_and_frees_the_engine(router, real
     await wait_engine_idle(real_tier, within=1.0)
 
 
-async def test_too_long_prompt_is_invalid_argument_with_the_limit_in_the_message(router):
-    """A prompt beyond the tier's context length is refused with INVALID_ARGUMENT naming the limit."""
+async def test_too_long_prompt_is_invalid_argument_with_the_limit_in_the_message(router, real_tier):
+    """A prompt beyond the context length is refused with INVALID_ARGUMENT naming the limit, by the router
+    (counted with the model's tokenizer) and by the tier itself when called directly."""
     async with AsyncClient(router) as client:
         with pytest.raises(InvalidRequest) as err:
             await client.complete("paris " * 1500, max_tokens=4)
-    assert "max_model_len of 1024" in err.value.message
+    assert "max_model_len 1024" in err.value.message and "does not fit" in err.value.message
+    async with grpc.aio.insecure_channel(real_tier) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as direct:
+            async for _ in tier_service_pb2_grpc.TierServiceStub(ch).Generate(
+                tier_service_pb2.TierServiceGenerateRequest(prompt="paris " * 1500, sampling=common_pb2.SamplingParams(max_tokens=4))
+            ):
+                pass
+    assert direct.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "longer than this tier's max_model_len of 1024" in direct.value.details()
 
 
 async def test_pinning_an_unknown_tier_is_invalid_argument_listing_known_tiers(router):

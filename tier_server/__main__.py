@@ -46,7 +46,7 @@ async def serve(cfg: TierConfig) -> None:
     await server.start(f"{cfg.host}:{cfg.port}")
     await stop.wait()
     logging.getLogger("qarr.tier").info("tier %s draining (grace %.0f s)", cfg.name, cfg.grace_seconds)
-    await server.stop(cfg.grace_seconds)
+    await server.stop(cfg.grace_seconds, cfg.drain_notice_seconds)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,9 @@ class TierConfig(BaseSettings):
     kv_cache_gib: float = Field(0.5, gt=0, description="KV-cache size in GiB (bounded, always)")
     max_num_seqs: int = Field(64, gt=0, description="most sequences the engine batches at once")
     grace_seconds: float = Field(10.0, ge=0, description="on SIGTERM, how long in-flight streams may finish")
+    drain_notice_seconds: float = Field(
+        1.0, ge=0, description="on SIGTERM, how long health says NOT_SERVING before new calls are refused"
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING")
     # Observability (docs/observability.md):
     log_format: Literal["auto", "json", "console"] = Field("auto", description="auto: console on a TTY, JSON otherwise")

@@ -58,13 +58,14 @@ class TierServer:
         log.error("tier %s: engine died; health NOT_SERVING", self.name)
         await self.mesh.set_health(False)
 
-    async def stop(self, grace: float) -> None:
-        """Drain: NOT_SERVING, in-flight streams get `grace` seconds, then the engine shuts down."""
+    async def stop(self, grace: float, notice: float = 0.0) -> None:
+        """Drain: NOT_SERVING (for `notice` seconds before new calls are refused), in-flight
+        streams get `grace` seconds, then the engine shuts down."""
         if self._watchdog:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
-        await self.mesh.stop(grace)
+        await self.mesh.stop(grace, notice)
         await self.engine.shutdown()
         if self.metrics is not None:
             self.metrics.close()
