@@ -30,17 +30,20 @@ SERVE_FLAGS = ("engine", "dtype", "vllm_quantization", "kv_cache_gib", "max_num_
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mesh", default=str(h.REPO / "bench/meshes/cpu.yaml"), help="tiers to start (see bench/meshes/)")
+    p.add_argument("--mesh", default=str(h.REPO / "bench/meshes/cpu-2engines.yaml"),
+                   help="tiers to start (see bench/meshes/; default: two real CPU tiers, fp32 and bf16)")
     p.add_argument("--model", help="model folder for every vLLM tier (overrides the mesh file's)")
     p.add_argument("--precise", help="the tier the pinned arm uses (default: the one marked precise, else the first)")
     p.add_argument("--eval-set", help="a .jsonl file or a folder of them (default: evals/ if present, else built-in)")
-    p.add_argument("--profiles", help="profiles file (router/profiles.py schema) for cost per million tokens")
-    p.add_argument("--rate", type=float, default=1.0, help="Poisson arrival rate, requests/s")
-    p.add_argument("--requests", type=int, default=40, help="requests per arm per round")
+    p.add_argument("--profiles", default=str(h.REPO / "profiles/default.yaml"),
+                   help="profiles file (router/profiles.py schema) the router routes on; also gives cost per million tokens")
+    # Defaults sized to finish in a few minutes on the 2-core CPU tiers; raise them on a GPU.
+    p.add_argument("--rate", type=float, default=0.5, help="Poisson arrival rate, requests/s")
+    p.add_argument("--requests", type=int, default=8, help="requests per arm per round")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--complex-share", type=float, default=0.2)
-    p.add_argument("--simple-max-tokens", type=int, default=24)
-    p.add_argument("--complex-max-tokens", type=int, default=96)
+    p.add_argument("--simple-max-tokens", type=int, default=16)
+    p.add_argument("--complex-max-tokens", type=int, default=48)
     p.add_argument("--simple-budget-ms", type=int, default=2000, help="routed arm: latency_budget_ms of simple items")
     p.add_argument("--complex-budget-ms", type=int, default=30000, help="routed arm: latency_budget_ms of complex items")
     p.add_argument("--complex-min-accuracy", type=float, default=0.3, help="routed arm: min_accuracy of complex items (<0: unset)")
