@@ -88,19 +88,15 @@ def test_memory_sampler_sees_a_child_process():
         child.wait()
 
 
-def test_tokens_per_word_ignores_a_saved_truncation(tmp_path):
+def test_tokens_per_word_ignores_a_saved_truncation(tmp_path, bundled_model):
     """tokens/word of the bundled tokenizer is ~1.5, also when its tokenizer.json carries a truncation setting."""
     import json
 
     from profiler.tokens import tokens_per_word
 
-    from tests.conftest import MODEL_DIR
-
-    if not (MODEL_DIR / "tokenizer.json").exists():
-        pytest.skip("bundled model not prepared")
-    tpw = tokens_per_word(MODEL_DIR)
+    tpw = tokens_per_word(bundled_model)
     assert 1.1 < tpw < 2.0
-    data = json.loads((MODEL_DIR / "tokenizer.json").read_text())
+    data = json.loads((bundled_model / "tokenizer.json").read_text())
     data["truncation"] = {"direction": "Right", "max_length": 64, "strategy": "LongestFirst", "stride": 0}
     (tmp_path / "tokenizer.json").write_text(json.dumps(data))
     assert tokens_per_word(tmp_path) == pytest.approx(tpw)

@@ -9,7 +9,6 @@ from router.classify import Signals, classify
 from router.config import PolicyConfig, TierSpec
 from router.profiles import TierProfile
 from router.tokens import TokenCounter, upper_bound
-from tests.conftest import MODEL_DIR
 
 POLICY = PolicyConfig()
 TIERS = [
@@ -162,11 +161,9 @@ def test_classifier_reads_code_reasoning_and_length():
     assert classify(Signals("tell me a story", 15, 1024, 0.8)) == "balanced"
 
 
-def test_byte_bound_is_an_upper_bound_of_real_token_count():
+def test_byte_bound_is_an_upper_bound_of_real_token_count(bundled_model):
     """The byte bound never undercounts the bundled tokenizer, so skipping the tokenizer is safe."""
-    tok = MODEL_DIR / "tokenizer.json"
-    if not tok.is_file():
-        pytest.skip("bundled tokenizer.json not present")
+    tok = bundled_model / "tokenizer.json"
     counter = TokenCounter()
     for text in ("hello", "Ünïcödé ✓ 日本語 " * 20, "def f(x):\n    return x ** 2\n" * 30):
         exact = counter.count(str(tok), text, [])
