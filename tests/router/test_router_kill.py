@@ -12,7 +12,7 @@ import grpc
 from qarr.v1 import common_pb2, router_service_pb2 as pb
 from router.breaker import State
 from tests.router.routing_helpers import FakeTier, Router, profile, request
-from tests.conftest import start_tier_process, stop_process, wait_serving
+from tests.harness import start_tier_process, stop_process, wait_serving
 from tier_server.fake_engine import WORDS
 
 PROFILES = {"a": profile(0.9, cost=0.1), "b": profile(0.5, cost=1.0)}
