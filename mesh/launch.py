@@ -15,26 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
+from mesh.config import MeshConfigError, TierSpec, load_mesh
+from tier_server.config import tier_argv
 from mesh.processes import ServerExited, local_env, wait_serving
 
-FLAGS = (
-    "dtype", "vllm_quantization", "kv_cache_gib", "max_num_seqs", "engine", "fake_token_delay_ms", "grace_seconds",
-    "metrics_port", "metrics_host", "otlp_endpoint", "log_format",
-)
-
-
-def tier_command(tier: dict) -> list[str]:
-    host, _, port = tier["address"].rpartition(":")
-    cmd = [sys.executable, "-m", "tier_server", "--name", tier["name"], "--model", tier["model"],
-           "--quantization", tier.get("quantization", ""), "--host", host, "--port", port,
-           "--max-model-len", str(tier.get("max_model_len", 2048))]
-    for key, value in (tier.get("serve") or {}).items():
-        if key not in FLAGS:
-            raise SystemExit(f"tier {tier['name']}: unknown serve option {key!r} (known: {', '.join(FLAGS)})")
-        cmd += [f"--{key.replace('_', '-')}", str(value)]
-    return cmd
+def tier_command(tier: TierSpec) -> list[str]:
+    return [sys.executable, "-m", "tier_server", *tier_argv(tier)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="mesh.yaml", help="mesh file: router settings and tiers (default %(default)s)")
     parser.add_argument("--start-timeout", type=float, default=300, help="seconds to wait for every tier (default %(default)s)")
     args = parser.parse_args(argv)
-    config = yaml.safe_load(Path(args.config).read_text())
+    try:
+        config = load_mesh(args.config)
+    except MeshConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
     env = local_env()
     procs: list[tuple[str, subprocess.Popen]] = []
 
@@ -62,20 +52,20 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     started = time.monotonic()
     try:
-        for tier in config["tiers"]:
-            print(f"starting tier {tier['name']} ({tier.get('quantization', '')}) on {tier['address']}", flush=True)
-            procs.append((tier["name"], subprocess.Popen(tier_command(tier), env=env)))
+        for tier in config.tiers:
+            print(f"starting tier {tier.name} ({tier.quantization}) on {tier.address}", flush=True)
+            procs.append((tier.name, subprocess.Popen(tier_command(tier), env=env)))
         deadline = time.monotonic() + args.start_timeout
-        for (name, proc), tier in zip(procs, config["tiers"]):
-            wait_serving(tier["address"], proc, timeout=deadline - time.monotonic(), poll_s=0.5)
+        for (name, proc), tier in zip(procs, config.tiers):
+            wait_serving(tier.address, proc, timeout=deadline - time.monotonic(), poll_s=0.5)
             print(f"tier {name} SERVING after {time.monotonic() - started:.0f} s", flush=True)
-        listen = config.get("listen", "127.0.0.1:50051")
+        listen = config.listen
         router = subprocess.Popen([sys.executable, "-m", "router", "--config", args.config], env=env)
         procs.append(("router", router))
         wait_serving(listen, router, timeout=30)
         print(
             f"""
-QARR mesh is up after {time.monotonic() - started:.0f} s: router on {listen}, tiers {', '.join(t['name'] for t in config['tiers'])}.
+QARR mesh is up after {time.monotonic() - started:.0f} s: router on {listen}, tiers {', '.join(t.name for t in config.tiers)}.
 
   .venv/bin/qarr generate "What is the capital of France?"
   .venv/bin/qarr tiers

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import IO, Literal
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, start_http_server
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 # Latency buckets (seconds) fit for a CPU tier and a GPU tier alike: 5 ms to 60 s.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
@@ -25,6 +25,8 @@ LogFormat = Literal["auto", "json", "console"]
 
 class ObservabilityConfig(BaseModel):
     """Router settings (the `observability:` block of mesh.yaml); tiers take the same as flags."""
+
+    model_config = ConfigDict(extra="forbid")
 
     metrics_host: str = Field("127.0.0.1", description="address /metrics listens on")
     metrics_port: int | None = Field(None, ge=0, description="port of /metrics (0 = any free port; unset = off)")

@@ -6,13 +6,12 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mesh.config import MeshConfigError, TierSpec, load_mesh
 from mesh.launch import tier_command
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,22 +27,11 @@ def _die_with_parent() -> None:
         pass
 
 
-@dataclass
-class TierSpec:
-    name: str
-    address: str
-    model: str
-    quantization: str
-    raw: dict
-
-    @property
-    def port(self) -> int:
-        return int(self.address.rpartition(":")[2])
-
-
 def read_mesh(path: str | Path, only: list[str] | None = None) -> list[TierSpec]:
-    config = yaml.safe_load(Path(path).read_text())
-    specs = [TierSpec(t["name"], t["address"], t["model"], t.get("quantization", ""), t) for t in config["tiers"]]
+    try:
+        specs = load_mesh(path).tiers
+    except MeshConfigError as e:
+        raise SystemExit(str(e)) from None
     if only:
         unknown = set(only) - {s.name for s in specs}
         if unknown:
@@ -82,7 +70,7 @@ class StartedTier:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(tier_command(self.spec.raw), env=tier_env(), cwd=REPO, stdout=out,
+            self.proc = subprocess.Popen(tier_command(self.spec), env=tier_env(), cwd=REPO, stdout=out,
                                          stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         try:
             while time.monotonic() - t0 < self.timeout_s:

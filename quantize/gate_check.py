@@ -9,7 +9,7 @@ from pathlib import Path
 from profiler.evalset import load_eval_set, sample
 from profiler.gate import GateResult, apply_gate
 from profiler.run import ProfileSettings, _progress, measure_tier
-from profiler.tiers import TierSpec
+from mesh.config import ServeConfig, TierSpec
 
 
 def _free_port() -> int:
@@ -20,9 +20,8 @@ def _free_port() -> int:
 
 def _spec(name: str, model: Path, label: str, dtype: str, max_model_len: int, kv_cache_gib: float) -> TierSpec:
     address = f"127.0.0.1:{_free_port()}"
-    raw = {"name": name, "address": address, "model": str(model), "quantization": label,
-           "max_model_len": max_model_len, "serve": {"dtype": dtype, "kv_cache_gib": kv_cache_gib}}
-    return TierSpec(name, address, str(model), label, raw)
+    return TierSpec(name=name, address=address, model=str(model), quantization=label, max_model_len=max_model_len,
+                    serve=ServeConfig(dtype=dtype, kv_cache_gib=kv_cache_gib))
 
 
 def gate_quantized(base: Path, quantized: Path, label: str, eval_set: Path, eval_limit: int | None,

@@ -8,12 +8,12 @@ import sys
 
 from mesh.observability import ObservabilityConfig, configure_logging
 from mesh.server import install_uvloop, stop_event_on_signals
-from router.config import RouterConfig
+from mesh.config import MeshConfig
 from router.profiles import Profiles
 from router.reload import load_both
 
 
-async def serve(config: RouterConfig, profiles: Profiles, config_path: str) -> None:
+async def serve(config: MeshConfig, profiles: Profiles, config_path: str) -> None:
     from mesh.observability import tracer_provider
     from router.server import RouterServer
 

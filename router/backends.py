@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from qarr.v1 import common_pb2, tier_service_pb2, tier_service_pb2_grpc
 from router.breaker import Breaker
 from router.choose import LiveState
-from router.config import BreakerConfig, RouterConfig, TierSpec
+from mesh.config import BreakerConfig, MeshConfig, TierSpec
 
 log = logging.getLogger("qarr.router")
 
@@ -44,7 +44,7 @@ def new_breaker(config: BreakerConfig, clock: Callable[[], float]) -> Breaker:
 
 
 class Backend:
-    def __init__(self, spec: TierSpec, config: RouterConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, spec: TierSpec, config: MeshConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.spec = spec
         self.name = spec.name
         self.config = config
@@ -118,7 +118,7 @@ class Backend:
                 self.breaker.trip()
         self.serving = serving
 
-    def reconfigure(self, spec: TierSpec, config: RouterConfig) -> None:
+    def reconfigure(self, spec: TierSpec, config: MeshConfig) -> None:
         """New settings for the same address (config reload); breaker state and counters stay."""
         self.spec = spec
         self.config = config
@@ -135,7 +135,7 @@ class Backend:
 
 
 class BackendPool:
-    def __init__(self, config: RouterConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config: MeshConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.backends = {s.name: Backend(s, config, clock) for s in config.tiers}
         self._started = False
@@ -145,7 +145,7 @@ class BackendPool:
         for b in self.backends.values():
             b.start()
 
-    def swap(self, config: RouterConfig) -> list[Backend]:
+    def swap(self, config: MeshConfig) -> list[Backend]:
         """Follow a new config at once: keep tiers whose address is unchanged, open new ones.
         Returns the backends dropped; close them with `retire` (their open streams end with them)."""
         old = self.backends

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from router.config import PolicyConfig, TierSpec
+from mesh.config import PolicyConfig, TierSpec
 from router.profiles import TierProfile
 
 PINNED = "pinned"

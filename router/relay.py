@@ -23,7 +23,7 @@ from router.backends import BackendPool
 from router.breaker import State
 from router.choose import Candidate, NoTier, RequestView, choose_tier
 from router.classify import Signals, classify
-from router.config import RouterConfig
+from mesh.config import MeshConfig
 from router.profiles import Profiles
 from router.retry_budget import RetryBudget
 from router.telemetry import RouterRequest, RouterTelemetry, prices_from
@@ -39,7 +39,7 @@ BREAKER = {State.CLOSED: pb.BREAKER_STATE_CLOSED, State.OPEN: pb.BREAKER_STATE_O
 
 
 class RouterServicer:
-    def __init__(self, pool: BackendPool, config: RouterConfig, profiles: Profiles, telemetry: RouterTelemetry | None = None) -> None:
+    def __init__(self, pool: BackendPool, config: MeshConfig, profiles: Profiles, telemetry: RouterTelemetry | None = None) -> None:
         self.pool = pool
         self.telemetry = telemetry if telemetry is not None else RouterTelemetry()
         self.config = config
@@ -49,7 +49,7 @@ class RouterServicer:
         self.in_flight = 0
         self._trailers: dict[tuple[str, str, int], bytes] = {}
 
-    async def apply(self, config: RouterConfig, profiles: Profiles) -> None:
+    async def apply(self, config: MeshConfig, profiles: Profiles) -> None:
         """Switch to a new config and profiles (hot reload); streams in flight keep their tier."""
         gone = self.pool.swap(config)  # no await between the swap and the new config: choices stay consistent
         self.config, self.profiles = config, profiles

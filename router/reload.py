@@ -8,17 +8,17 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from router.config import RouterConfig, load_config
+from mesh.config import MeshConfig, load_mesh
 from router.profiles import Profiles, load_profiles
 
 log = logging.getLogger("qarr.router")
 
-Apply = Callable[[RouterConfig, Profiles], Awaitable[None]]
+Apply = Callable[[MeshConfig, Profiles], Awaitable[None]]
 
 
-def load_both(config_path: str | Path) -> tuple[RouterConfig, Profiles]:
+def load_both(config_path: str | Path) -> tuple[MeshConfig, Profiles]:
     """The config file and the profiles file it names (empty profiles when it names none)."""
-    config = load_config(config_path)
+    config = load_mesh(config_path)
     profiles = load_profiles(config.profiles) if config.profiles else Profiles()
     return config, profiles
 

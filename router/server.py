@@ -10,7 +10,7 @@ from pathlib import Path
 from mesh.server import MeshServer
 from qarr.v1 import router_service_pb2
 from router.backends import BackendPool
-from router.config import RouterConfig
+from mesh.config import MeshConfig
 from router.profiles import Profiles
 from router.relay import RouterServicer, handlers
 from router.reload import Reloader
@@ -23,7 +23,7 @@ SERVICE = router_service_pb2.DESCRIPTOR.services_by_name["RouterService"].full_n
 
 class RouterServer:
     def __init__(
-        self, config: RouterConfig, profiles: Profiles | None = None, config_path: str | Path | None = None, *, tracer_provider=None
+        self, config: MeshConfig, profiles: Profiles | None = None, config_path: str | Path | None = None, *, tracer_provider=None
     ) -> None:
         """`config_path`: the file `config` came from; when given, edits to it (and to its profiles file) apply live.
         `tracer_provider`: an OpenTelemetry provider when tracing is on (None: no spans at all)."""

@@ -20,7 +20,7 @@ from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 from router.backends import Backend
 from router.breaker import State
 from router.choose import Candidate, NoTier
-from router.config import RetryConfig
+from mesh.config import RetryConfig
 from router.retry_budget import RetryBudget
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})

@@ -2,7 +2,7 @@
 
 import yaml
 
-from router.config import RouterConfig, load_config
+from mesh.config import MeshConfig, load_mesh
 from tests.harness import REPO
 from tier_server.config import TierConfig
 
@@ -14,7 +14,7 @@ def tier_env_names() -> set[str]:
 def test_local_and_compose_router_configs_load():
     """mesh.yaml and deploy/compose-mesh.yaml are valid router configs."""
     for path in ("mesh.yaml", "deploy/compose-mesh.yaml"):
-        assert load_config(REPO / path).tiers
+        assert load_mesh(REPO / path).tiers
 
 
 def test_compose_services_use_only_known_tier_settings_and_match_the_router_config():
@@ -27,7 +27,7 @@ def test_compose_services_use_only_known_tier_settings_and_match_the_router_conf
         assert set(k for k in env if k.startswith("QARR_TIER_")) <= known
         if "QARR_TIER_NAME" in env:
             names.add(env["QARR_TIER_NAME"])
-    assert {t.name for t in load_config(REPO / "deploy/compose-mesh.yaml").tiers} <= names
+    assert {t.name for t in load_mesh(REPO / "deploy/compose-mesh.yaml").tiers} <= names
 
 
 def test_kubernetes_manifests_use_known_settings_and_a_valid_router_config():
@@ -41,5 +41,5 @@ def test_kubernetes_manifests_use_known_settings_and_a_valid_router_config():
             assert set(env) <= known
             names.add(env["QARR_TIER_NAME"])
     config_map = next(d for d in yaml.safe_load_all((REPO / "deploy/k8s/router.yaml").read_text()) if d["kind"] == "ConfigMap")
-    config = RouterConfig.model_validate(yaml.safe_load(config_map["data"]["mesh.yaml"]))
+    config = MeshConfig.model_validate(yaml.safe_load(config_map["data"]["mesh.yaml"]))
     assert {t.name for t in config.tiers} == names

@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from clients import AsyncClient, InvalidRequest
 from tests.harness import REPO, subprocess_env
 from qarr.v1 import common_pb2, router_service_pb2 as pb, router_service_pb2_grpc, tier_service_pb2, tier_service_pb2_grpc
-from router.config import RouterConfig, TierSpec
+from mesh.config import MeshConfig, TierSpec
 from router.server import RouterServer
 
 pytestmark = pytest.mark.engine
@@ -24,7 +24,7 @@ FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 @pytest.fixture(scope="session")
 async def router(real_tier):
     """A real router in this process, in front of the real bf16 tier."""
-    server = RouterServer(RouterConfig(tiers=[TierSpec(name="bf16", address=real_tier, quantization="bf16", max_model_len=1024)]))
+    server = RouterServer(MeshConfig(tiers=[TierSpec(name="bf16", address=real_tier, quantization="bf16", max_model_len=1024)]))
     port = await server.start("127.0.0.1:0")
     address = f"127.0.0.1:{port}"
     async with grpc.aio.insecure_channel(address) as ch:  # wait until the router has seen the tier SERVING

@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from clients import AsyncClient
-from router.config import RouterConfig, TierSpec
+from mesh.config import MeshConfig, TierSpec
 from router.server import RouterServer
 from tests.clients.fakes import RecordingEngine, ScriptedRouter
 from tier_server.server import TierServer
@@ -74,7 +74,7 @@ async def running_mesh(
             specs.append(TierSpec(name=name, address=f"127.0.0.1:{port}", model=engine.info.model, quantization=f"q-{name}"))
         for name, address in (extra_tiers or {}).items():
             specs.append(TierSpec(name=name, address=address))
-        router = RouterServer(RouterConfig(listen="127.0.0.1:0", tiers=specs))
+        router = RouterServer(MeshConfig(listen="127.0.0.1:0", tiers=specs))
         port = await router.start(listen)
         address = f"127.0.0.1:{port}"
         try:

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mesh.observability import ObservabilityConfig, tracer_provider
 from qarr.v1 import router_service_pb2 as pb, router_service_pb2_grpc
-from router.config import RouterConfig, TierSpec
+from mesh.config import MeshConfig, TierSpec
 from router.server import RouterServer
 from tests.harness import free_port
 from tier_server.fake_engine import FakeEngine
@@ -90,7 +90,7 @@ async def start_mesh(*, tracing: bool = False, router_tracing: bool | None = Non
         tiers[name] = server
         specs.append(TierSpec(name=name, address=f"127.0.0.1:{port}", cost_per_million_tokens=PRICES[name]))
     address = f"127.0.0.1:{free_port()}"
-    config = RouterConfig(listen=address, tiers=specs, observability=ObservabilityConfig(metrics_port=0, log_prompts=log_prompts))
+    config = MeshConfig(listen=address, tiers=specs, observability=ObservabilityConfig(metrics_port=0, log_prompts=log_prompts))
     router = RouterServer(config, tracer_provider=tracer_provider("qarr-router", exporter=router_spans) if router_tracing else None)
     await router.start()
     mesh = Mesh(router, tiers, engines, address, router_spans, tier_spans)

@@ -9,7 +9,7 @@ from profiler.evaluate import EvalResult
 from profiler.gate import apply_gate, default_reference
 from profiler.measure import Speed
 from profiler.run import ProfileSettings, TierMeasurement, build_profiles
-from profiler.tiers import TierSpec
+from mesh.config import TierSpec
 from router.profiles import dump_profiles, load_profiles
 
 
@@ -45,7 +45,7 @@ def _measurement(name: str, label: str, acc: float) -> TierMeasurement:
     evals = EvalResult(correct=int(acc * 100), total=100)
     speed = Speed(ttft_ms_p50=50, ttft_ms_p95=80, decode_tps_c1=50, decode_tps_by_concurrency={1: 45, 8: 250},
                   prompt_tps=900)
-    return TierMeasurement(spec=TierSpec(name, "127.0.0.1:1", "m", label, {}), speed=speed,
+    return TierMeasurement(spec=TierSpec(name=name, address="127.0.0.1:1", model="m", quantization=label), speed=speed,
                            peak_memory_bytes=3 << 30, evals=evals, tokens_per_word=1.4)
 
 

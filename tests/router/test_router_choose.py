@@ -6,7 +6,7 @@ import pytest
 
 from router.choose import BEST, DIVERTED, FALLBACK, NEXT_BEST, PINNED, LiveState, NoTier, RequestView, choose_tier, predict_ms
 from router.classify import Signals, classify
-from router.config import PolicyConfig, TierSpec
+from mesh.config import PolicyConfig, TierSpec
 from router.profiles import TierProfile
 from router.tokens import TokenCounter, upper_bound
 

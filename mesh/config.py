@@ -1,0 +1,225 @@
+"""The mesh description: one typed file (mesh.yaml) for the router's settings and every tier.
+
+    listen: 127.0.0.1:50051            # router
+    profiles: profiles/default.yaml
+    policy: {...}  breaker: {...}  retry: {...}  observability: {...}
+    tiers:
+      - name: bf16                     # what the router knows about the tier
+        address: 127.0.0.1:50061
+        model: .cache/models/smollm2-135m-instruct
+        quantization: bf16
+        max_model_len: 2048
+        serve: {dtype: bfloat16, kv_cache_gib: 0.5}   # the tier server's own settings (ServeConfig)
+
+Read by `load_mesh` only: the router, the launcher, the profiler, the benchmarks
+and the tests all call it. Every block forbids unknown fields, so a typo fails
+at start with the file and the field's path in the message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mesh.observability import ObservabilityConfig
+
+# The tier's default when a request sets no max_tokens: min(DEFAULT_MAX_TOKENS, room left in the
+# context). Router and tier both use `default_max_tokens`, so they agree on what fits.
+DEFAULT_MAX_TOKENS = 256
+
+
+def default_max_tokens(prompt_tokens: int, max_model_len: int) -> int:
+    """max_tokens for a request that set none: 256, or the room the prompt leaves (0: it does not fit)."""
+    return max(0, min(DEFAULT_MAX_TOKENS, max_model_len - prompt_tokens))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServeConfig(Strict):
+    """How a tier server runs its engine: the `serve` block of a tier, and the tier server's own flags."""
+
+    engine: Literal["vllm", "fake"] = Field("vllm", description="vllm, or fake for tests and benchmarks")
+    dtype: str = Field("auto", description="vLLM dtype: auto, bfloat16, float16, float32")
+    vllm_quantization: str | None = Field(None, description="vLLM quantization method, when not in the checkpoint")
+    kv_cache_gib: float = Field(0.5, gt=0, description="KV-cache size in GiB (bounded, always)")
+    max_num_seqs: int = Field(64, gt=0, description="most sequences the engine batches at once")
+    grace_seconds: float = Field(10.0, ge=0, description="on SIGTERM, how long in-flight streams may finish")
+    drain_notice_seconds: float = Field(
+        1.0, ge=0, description="on SIGTERM, how long health says NOT_SERVING before new calls are refused"
+    )
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING")
+    log_format: Literal["auto", "json", "console"] = Field("auto", description="auto: console on a TTY, JSON otherwise")
+    metrics_host: str = Field("127.0.0.1", description="address /metrics listens on")
+    metrics_port: int | None = Field(None, ge=0, description="port of /metrics (0 = any free port; unset = off)")
+    otlp_endpoint: str | None = Field(None, description="OTLP/gRPC trace collector, e.g. http://127.0.0.1:4317 (unset = off)")
+    fake_token_delay_ms: float = Field(0.0, ge=0, description="fake engine: delay per token")
+
+
+class TierSpec(Strict):
+    """One tier: where it listens, what it serves, and how its server runs (`serve`)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    address: str = Field(min_length=1)
+    model: str = ""
+    quantization: str = ""
+    max_model_len: int = Field(2048, gt=0)
+    # Price per million tokens (prompt + completion) for the cost metric; unset: the profile's, else none.
+    cost_per_million_tokens: float | None = Field(None, ge=0)
+    # tokenizer.json for the context-length check; default: <model>/tokenizer.json when it exists.
+    tokenizer: str = ""
+    # Streams this router keeps open to the tier at most; beyond it the tier is skipped.
+    max_in_flight: int = Field(256, gt=0)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+
+    def tokenizer_path(self) -> str:
+        if self.tokenizer:
+            return self.tokenizer
+        default = Path(self.model) / "tokenizer.json" if self.model else None
+        return str(default) if default and default.is_file() else ""
+
+    @property
+    def host(self) -> str:
+        return self.address.rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rpartition(":")[2])
+
+
+class ClassDefaults(Strict):
+    """What a request of one complexity class needs when its caller gave no hints."""
+
+    latency_budget_ms: float = Field(gt=0)
+    min_accuracy: float = Field(ge=0, le=1)
+
+
+class PolicyConfig(Strict):
+    # Utility = accuracy_weight * accuracy - latency_weight * predicted seconds - cost_weight * $/M tokens.
+    accuracy_weight: float = Field(0.2, ge=0)
+    latency_weight: float = Field(0.05, ge=0)
+    cost_weight: float = Field(0.2, ge=0)
+    # A tier whose KV cache is fuller than this gets no new work while another tier has headroom.
+    kv_pressure_threshold: float = Field(0.88, ge=0, le=1)
+    classes: dict[str, ClassDefaults] = Field(
+        default_factory=lambda: {
+            "fast": ClassDefaults(latency_budget_ms=10_000, min_accuracy=0.0),
+            "balanced": ClassDefaults(latency_budget_ms=30_000, min_accuracy=0.3),
+            "precise": ClassDefaults(latency_budget_ms=120_000, min_accuracy=0.5),
+        }
+    )
+
+    @field_validator("classes")
+    @classmethod
+    def _all_classes(cls, classes: dict[str, ClassDefaults]) -> dict[str, ClassDefaults]:
+        missing = {"fast", "balanced", "precise"} - set(classes)
+        if missing:
+            raise ValueError(f"policy.classes needs fast, balanced and precise; missing {sorted(missing)}")
+        return classes
+
+
+class BreakerConfig(Strict):
+    failure_threshold: int = Field(5, ge=1)
+    open_base_s: float = Field(30.0, gt=0)
+    open_max_s: float = Field(300.0, gt=0)
+    half_open_probes: int = Field(3, ge=1)
+
+
+class RetryConfig(Strict):
+    # Retries (beyond the first attempt) earn `budget_ratio` per request, up to `budget_burst` saved.
+    budget_ratio: float = Field(0.1, ge=0)
+    budget_burst: float = Field(20.0, ge=0)
+    backoff_initial_s: float = Field(0.01, ge=0)
+    backoff_max_s: float = Field(0.5, ge=0)
+
+
+class MeshConfig(Strict):
+    """The whole mesh: the router's settings and its tiers."""
+
+    listen: str = "127.0.0.1:50051"
+    tiers: list[TierSpec]
+    # Profiles file (schema in router/profiles.py); relative paths are relative to this config file.
+    profiles: str = ""
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    # Streams the router relays at once; beyond it RESOURCE_EXHAUSTED at once.
+    max_in_flight: int = Field(1024, gt=0)
+    # Health Check (besides Watch) and GetLoad are polled this often, each call with this deadline.
+    health_interval_s: float = Field(1.0, gt=0)
+    health_timeout_s: float = Field(2.0, gt=0)
+    load_interval_s: float = Field(1.0, gt=0)
+    # How often the config and profiles files are checked for changes.
+    reload_interval_s: float = Field(0.5, gt=0)
+    # On SIGTERM, how long in-flight streams may finish.
+    grace_seconds: float = Field(10.0, ge=0)
+    # On SIGTERM, how long health says NOT_SERVING before new calls are refused.
+    drain_notice_seconds: float = Field(1.0, ge=0)
+    # /metrics port, OTLP endpoint, prompt logging (docs/observability.md).
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+
+    @field_validator("tiers")
+    @classmethod
+    def _unique_names(cls, tiers: list[TierSpec]) -> list[TierSpec]:
+        if not tiers:
+            raise ValueError("at least one tier is required")
+        names = [t.name for t in tiers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tier names must be unique, got {names}")
+        return tiers
+
+    def tier(self, name: str) -> TierSpec:
+        for t in self.tiers:
+            if t.name == name:
+                return t
+        raise KeyError(f"no tier named {name!r}; tiers: {[t.name for t in self.tiers]}")
+
+
+class MeshConfigError(ValueError):
+    """The mesh file cannot be read or is not a valid mesh description; the message names file and field."""
+
+
+def _where(loc: tuple, data) -> str:
+    """A readable path to a field: tiers[bf16].serve.kv_cache_gbi."""
+    parts: list[str] = []
+    node = data
+    for key in loc:
+        if isinstance(key, int):
+            name = node[key].get("name") if isinstance(node, list) and key < len(node) and isinstance(node[key], dict) else None
+            parts[-1:] = [f"{parts[-1] if parts else ''}[{name or key}]"]
+        else:
+            parts.append(str(key))
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return ".".join(parts) or "(top level)"
+
+
+def parse_mesh(data, source: str = "mesh") -> MeshConfig:
+    """Validate an already-parsed mesh document; MeshConfigError naming each bad field."""
+    try:
+        return MeshConfig.model_validate(data if data is not None else {})
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            what = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+            lines.append(f"{_where(err['loc'], data)}: {what}")
+        raise MeshConfigError(f"{source}: invalid mesh description:\n  " + "\n  ".join(lines)) from None
+
+
+def load_mesh(path: str | Path) -> MeshConfig:
+    """Read and validate a mesh file. A relative `profiles` path is taken relative to the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise MeshConfigError(f"{path}: cannot read the mesh file: {e}") from None
+    config = parse_mesh(data, str(path))
+    if config.profiles and not Path(config.profiles).is_absolute():
+        config = config.model_copy(update={"profiles": str(path.parent / config.profiles)})
+    return config
