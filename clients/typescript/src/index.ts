@@ -1,4 +1,4 @@
-// QARR TypeScript client: QarrClient, typed chunks, one error tree (see README.md in this folder).
+// QARR TypeScript client: QarrClient, typed chunks, one error tree (docs/typescript.md).
 export { QarrClient, DEFAULT_MAX_RETRIES, DEFAULT_TARGET, DEFAULT_TIMEOUT_MS, TARGET_ENV } from "./client";
 export type { CallOptions, ClientOptions } from "./client";
 export {

@@ -1,10 +1,14 @@
 // QarrClient against a real router (python -m router) over fake-engine tiers (python -m tier_server --engine fake).
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { createServer } from "node:net";
+import { join } from "node:path";
+import { promisify } from "node:util";
 import { after, before, describe, test } from "node:test";
 import { status as Status } from "@grpc/grpc-js";
 import { Cancelled, DeadlineExceeded, InvalidRequest, QarrClient, type Chunk, Unavailable } from "../src";
-import { type Mesh, startMesh, tierRunning, waitFor } from "./helpers";
+import { type Mesh, PACKAGE_DIR, startMesh, tierRunning, waitFor } from "./helpers";
 
 // 20 ms a token: 1000 tokens take 20 s, so a call to "slow" is still streaming when the test acts on it.
 const SLOW_TOKENS = 1000;
@@ -183,5 +187,22 @@ describe("QarrClient against a real router over fake tiers", () => {
     } finally {
       nobody.close();
     }
+  });
+
+  test("the example in docs/typescript.md is examples/quickstart.ts, and it runs as shown", async () => {
+    const docs = readFileSync(join(PACKAGE_DIR, "..", "..", "docs", "typescript.md"), "utf8");
+    const block = /<!-- readme:typescript -->\n```ts\n([\s\S]*?)```/.exec(docs);
+    assert.ok(block, "no readme:typescript block in docs/typescript.md");
+    assert.equal(block[1], readFileSync(join(PACKAGE_DIR, "examples", "quickstart.ts"), "utf8"));
+
+    const { stdout } = await promisify(execFile)(process.execPath, ["dist/examples/quickstart.js"], {
+      cwd: PACKAGE_DIR,
+      env: { ...process.env, QARR_TARGET: mesh.router },
+    });
+    assert.match(stdout, /\[tier=(fast|slow) finish=length tokens=\d+\+32\]/);
+    assert.match(stdout, /^cancelled after 3 chunks$/m);
+    assert.match(stdout, /^InvalidRequest INVALID_ARGUMENT UNKNOWN_TIER$/m);
+    assert.match(stdout, /^fast SERVING CLOSED \d+$/m);
+    assert.match(stdout, /^slow SERVING CLOSED \d+$/m);
   });
 });
