@@ -7,7 +7,8 @@ per token; then `python -m router` over them. Once the router says SERVING and l
 every tier as SERVING, one JSON line goes to stdout:
 {"router": "127.0.0.1:P", "tiers": {"fast": "127.0.0.1:P1", ...}}. The mesh runs
 until stdin closes (the test ends, or its process dies) or a SIGTERM/SIGINT arrives,
-then every process this script started is stopped.
+then every process this script started is stopped (launcher.process: they also get SIGTERM if
+this script is killed).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,8 +26,9 @@ sys.path[:0] = [str(REPO), str(REPO / "protos")]
 
 import grpc  # noqa: E402
 
+from launcher.process import ServerProcess, stop_all  # noqa: E402
 from qarr.v1 import router_service_pb2, router_service_pb2_grpc  # noqa: E402
-from tests.harness import free_port, start_tier_process, stop_process, subprocess_env, wait_serving  # noqa: E402
+from tests.harness import free_port, start_router_process, start_tier_process  # noqa: E402
 
 
 def wait_tiers_listed_serving(router: str, names: list[str], timeout: float) -> None:
@@ -54,52 +55,44 @@ def main() -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: sys.exit(1))
 
-    procs: list[subprocess.Popen] = []
+    servers: list[ServerProcess] = []
     with tempfile.TemporaryDirectory(prefix="qarr-ts-mesh-") as tmp:
         try:
-            tiers: dict[str, str] = {}
             for spec in args.tier:
                 name, _, delay = spec.partition(":")
-                proc, address = start_tier_process(
-                    name, "--engine", "fake", "--model", f"fake-{name}", "--quantization", f"q-{name}", "--fake-token-delay-ms", delay or "0",
-                    "--grace-seconds", "0", "--drain-notice-seconds", "0", "--log-level", "WARNING",
-                    log=Path(tmp) / f"{name}.log",
+                servers.append(
+                    start_tier_process(
+                        name, "--engine", "fake", "--model", f"fake-{name}", "--quantization", f"q-{name}",
+                        "--fake-token-delay-ms", delay or "0", "--grace-seconds", "0", "--drain-notice-seconds", "0",
+                        "--log-level", "WARNING", log=Path(tmp) / f"{name}.log",
+                    )
                 )
-                procs.append(proc)
-                tiers[name] = address
-            for (name, address), proc in zip(tiers.items(), procs):
-                wait_serving(address, proc, timeout=60)
+            tiers = {s.name.removeprefix("tier "): s.address for s in servers}
+            for server in servers:
+                server.wait_serving(timeout=60)
 
             config = Path(tmp) / "mesh.yaml"
-            router = f"127.0.0.1:{free_port()}"
             config.write_text(
                 json.dumps(
                     {
-                        "listen": router,
                         "grace_seconds": 0,
                         "drain_notice_seconds": 0,
                         "tiers": [{"name": n, "address": a, "model": f"fake-{n}", "quantization": f"q-{n}"} for n, a in tiers.items()],
                     }
                 )
             )
-            log = open(Path(tmp) / "router.log", "wb")
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "router", "--config", str(config), "--log-level", "WARNING"],
-                    env=subprocess_env(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                )
-            )
-            wait_serving(router, procs[-1], timeout=60)
+            router = f"127.0.0.1:{free_port()}"
+            servers.append(start_router_process(config, "--log-level", "WARNING", listen=router, log=Path(tmp) / "router.log"))
+            servers[-1].wait_serving(timeout=60)
             wait_tiers_listed_serving(router, list(tiers), timeout=60)
             print(json.dumps({"router": router, "tiers": tiers}), flush=True)
             sys.stdin.read()  # until the test closes our stdin (or dies)
         except Exception:
-            for log in Path(tmp).glob("*.log"):
-                print(f"--- {log.name}\n{log.read_text()[-2000:]}", file=sys.stderr)
+            for server in servers:
+                print(f"--- {server.name}\n{server.log_tail(2000)}", file=sys.stderr)
             raise
         finally:
-            for proc in reversed(procs):
-                stop_process(proc, timeout=10)
+            stop_all(servers, timeout=10)
     return 0
 
 
