@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from launcher.process import ServerExited, local_env, router_process, stop_all, tier_process
+from launcher.process import ServerExited, local_env, router_process, stop_all, tier_processes
 from launcher.supervisor import Backoff, Supervisor
 from mesh.config import MeshConfigError, load_mesh
 
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopFlag()
     env = local_env()
     log = (lambda name: args.log_dir / f"{name}.log") if args.log_dir else (lambda name: None)
-    tiers = [tier_process(t, log=log(f"tier-{t.name}"), env=env) for t in config.tiers]
+    tiers = [server for t in config.tiers for server in tier_processes(t, log, env)]
     router = router_process(args.config, config, log=log("router"), env=env)
     supervisor = Supervisor(
         stop, say, backoff=lambda: Backoff(args.restart_backoff, args.restart_backoff_max),
@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     try:
         for t in config.tiers:
-            say(f"starting tier {t.name} ({t.quantization or t.serve.engine}) on {t.address}")
+            where = ", ".join(t.static_addresses) or f"dns {t.dns} (replicas run elsewhere; not started here)"
+            say(f"starting tier {t.name} ({t.quantization or t.serve.engine}) on {where}")
         if supervisor.start(tiers) and supervisor.start([router]):
             print(banner(router.address, [t.name for t in config.tiers], time.monotonic() - started), flush=True)
             supervisor.run()
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         # Whatever ended the mesh (Ctrl-C, SIGTERM, a server failing to start), stop what was started.
         why = signal.Signals(stop.signal).name if stop.signal else "start failed"
-        say(f"{why}: draining and stopping the router and {len(tiers)} tiers")
+        say(f"{why}: draining and stopping the router and {len(tiers)} tier servers")
         t0 = time.monotonic()
         stop_all([router, *reversed(tiers)])
         say(f"stopped in {time.monotonic() - t0:.1f} s")

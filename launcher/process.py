@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import grpc
@@ -281,15 +281,29 @@ def stop_all(servers: Iterable[ServerProcess | None], timeout: float | None = No
 
 # ---------------------------------------------------------------- the mesh's servers
 
-def tier_process(spec, log: Path | None = None, env: dict[str, str] | None = None) -> ServerProcess:
-    """A tier server for one tier of the mesh file (`mesh.config.TierSpec`), not started yet."""
+def tier_process(spec, log: Path | None = None, env: dict[str, str] | None = None, *, replica: int = 0) -> ServerProcess:
+    """A tier server for one replica of a tier of the mesh file (`mesh.config.TierSpec`), not started yet:
+    the replica at `spec.static_addresses[replica]`."""
     from tier_server.config import tier_argv
 
     serve = spec.serve
+    address = spec.static_addresses[replica]
+    name = f"tier {spec.name}" if len(spec.static_addresses) == 1 else f"tier {spec.name}#{replica}"
     return ServerProcess(
-        f"tier {spec.name}", [sys.executable, "-m", "tier_server", *tier_argv(spec)], spec.address, log=log, env=env,
+        name, [sys.executable, "-m", "tier_server", *tier_argv(spec, address, replica)], address, log=log, env=env,
         stop_timeout_s=serve.grace_seconds + serve.drain_notice_seconds + SHUTDOWN_MARGIN_S,
     )
+
+
+def tier_processes(spec, log: Callable[[str], Path | None] = lambda name: None,
+                   env: dict[str, str] | None = None) -> list[ServerProcess]:
+    """One tier server per listed replica of a tier (none for a dns tier: its replicas run elsewhere).
+    `log(name)`: the log file for a replica named tier-NAME or tier-NAME-I."""
+    n = len(spec.static_addresses)
+    return [
+        tier_process(spec, log(f"tier-{spec.name}" if n == 1 else f"tier-{spec.name}-{i}"), env, replica=i)
+        for i in range(n)
+    ]
 
 
 def router_process(config_path: Path | str, config, *, listen: str | None = None, args: Sequence[str] = (),

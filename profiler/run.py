@@ -22,6 +22,7 @@ from profiler.gate import apply_gate, default_reference
 from profiler.measure import Speed, TierProbe, percentile
 from profiler.memory import PeakMemorySampler, pid_listening_on
 from launcher.process import is_serving, tier_process
+from mesh.config import split_address
 from profiler.tiers import TierSpec
 from profiler.tokens import tokens_per_word
 from router.profiles import SCHEMA_VERSION, Profiles, TierProfile
@@ -98,7 +99,7 @@ async def _measure_accuracy(probe: TierProbe, items: list[EvalItem], s: ProfileS
 
 async def _measure(spec: TierSpec, items: list[EvalItem], s: ProfileSettings, progress: Progress,
                    speed: bool) -> tuple[Speed | None, EvalResult]:
-    probe = TierProbe(spec.address)
+    probe = TierProbe(replica_address(spec))
     try:
         measured = await _measure_speed(probe, s, progress, spec.name) if speed else None
         if measured:
@@ -111,13 +112,21 @@ async def _measure(spec: TierSpec, items: list[EvalItem], s: ProfileSettings, pr
         await probe.close()
 
 
+def replica_address(spec: TierSpec) -> str:
+    """The replica a tier is profiled on: its first listed address (replicas of a tier are alike)."""
+    if not spec.static_addresses:
+        raise SystemExit(f"tier {spec.name}: a dns tier cannot be profiled here; list an address for it")
+    return spec.static_addresses[0]
+
+
 def measure_tier(spec: TierSpec, items: list[EvalItem], s: ProfileSettings, progress: Progress,
                  speed: bool = True) -> TierMeasurement:
     """Start the tier (or use the running one), measure it while sampling its memory, stop it."""
     started, start_s = None, 0.0
+    address = replica_address(spec)
     if s.start_tiers:
-        if is_serving(spec.address):
-            raise SystemExit(f"tier {spec.name}: something already serves {spec.address}; "
+        if is_serving(address):
+            raise SystemExit(f"tier {spec.name}: something already serves {address}; "
                              "use --running to profile running tiers")
         console.print(f"[bold]{spec.name}[/]: starting tier server ({spec.quantization}, {spec.model})")
         started = tier_process(spec, log=s.log_dir / f"{spec.name}.log").start()
@@ -130,9 +139,9 @@ def measure_tier(spec: TierSpec, items: list[EvalItem], s: ProfileSettings, prog
         pid = started.pid
         console.print(f"[bold]{spec.name}[/]: SERVING after {start_s:.0f} s")
     else:
-        if not is_serving(spec.address):
-            raise SystemExit(f"tier {spec.name}: nothing SERVING at {spec.address} (drop --running to start it)")
-        pid = pid_listening_on(spec.port)
+        if not is_serving(address):
+            raise SystemExit(f"tier {spec.name}: nothing SERVING at {address} (drop --running to start it)")
+        pid = pid_listening_on(split_address(address)[1])
     try:
         with PeakMemorySampler(pid) as mem:
             sp, evals = asyncio.run(_measure(spec, items, s, progress, speed))

@@ -54,6 +54,9 @@ class LiveState:
     running: int = 0
     waiting: int = 0
     kv_cache_usage: float = 0.0
+    # Live estimates from the streams the router relayed (router/live.py); None: too few yet.
+    ttft_ms: float | None = None
+    decode_tps: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +78,9 @@ def choose_tier(
         return [_pinned(request, tiers, live_state)]
     eligible = _eligible(request, tiers, profiles, live_state)
     budget, floor = _needs(request, policy)
-    predicted = {t.name: predict_ms(profiles.get(t.name), live_state[t.name], request, t) for t in eligible}
+    predicted = {
+        t.name: predict_ms(profiles.get(t.name), live_state[t.name], request, t, policy.live_weight) for t in eligible
+    }
     meeting = [
         t for t in eligible
         if predicted[t.name] is not None and predicted[t.name] <= budget and profiles[t.name].accuracy >= floor
@@ -162,9 +167,15 @@ def _needs(request: RequestView, policy: PolicyConfig) -> tuple[float, float]:
     return budget, floor
 
 
-def predict_ms(profile: TierProfile | None, live: LiveState, request: RequestView, tier: TierSpec) -> float | None:
+def predict_ms(
+    profile: TierProfile | None, live: LiveState, request: RequestView, tier: TierSpec, live_weight: float = 0.0
+) -> float | None:
     """TTFT (waiting requests queue ahead) + prefill + max_tokens at the per-stream decode rate
-    with this request added to those running. None without a profile."""
+    with this request added to those running. None without a profile.
+
+    With `live_weight` > 0 and live estimates, TTFT and the per-stream decode rate are blends:
+    (1 - w) x the profile's figure + w x the live one (measured under the load of the moment,
+    so it is not scaled by the queue again)."""
     if profile is None:
         return None
     prompt = max(request.prompt_tokens.get(tier.name, 0), request.prompt_bytes // BYTES_PER_TOKEN)
@@ -174,7 +185,13 @@ def predict_ms(profile: TierProfile | None, live: LiveState, request: RequestVie
     if profile.decode_tps_cn > 0:
         per_stream = min(profile.decode_tps_c1, profile.decode_tps_cn / streams)
     prefill = prompt / profile.prompt_tps * 1000 if profile.prompt_tps > 0 else 0.0
-    return profile.ttft_ms_p50 * (1 + live.waiting) + prefill + max_tokens / per_stream * 1000
+    ttft = profile.ttft_ms_p50 * (1 + live.waiting) + prefill
+    if live_weight > 0:
+        if live.ttft_ms is not None:
+            ttft = (1 - live_weight) * ttft + live_weight * live.ttft_ms
+        if live.decode_tps is not None and live.decode_tps > 0:
+            per_stream = (1 - live_weight) * per_stream + live_weight * live.decode_tps
+    return ttft + max_tokens / per_stream * 1000
 
 
 def _by_utility(tiers, profiles, predicted, policy: PolicyConfig) -> list[TierSpec]:

@@ -13,7 +13,8 @@ The hot path does no per-chunk parsing: a tier's last message is the only one
 whose encoding starts with field 2 (finish_reason), so one byte tells it apart,
 and the router appends its own fields to it (protobuf merges concatenated
 messages; the later value of a field wins). Per request the core parses the
-request once and the last message once (for the tier's load and the log line).
+request once, and the first and last messages once each at the end (for the
+replica's load and live latency, and the log line).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from router.breaker import State
 from router.choose import Candidate, RequestView, choose_tier
 from router.classify import Signals, classify
 from router.errors import Overloaded, RouteError, StreamInterrupted
+from router.pick import affinity_key
 from router.profiles import Profiles, TierProfile
 from router.request import parse_request
 from router.retry_budget import RetryBudget
@@ -56,19 +58,43 @@ class Call:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveLatency:
+    """Live estimates (router/live.py); None: too few streams yet."""
+
+    ttft_ms: float | None
+    decode_tps: float | None
+    samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaState:
+    """One replica of a tier as ListTiers shows it."""
+
+    address: str
+    serving: bool | None
+    breaker: State
+    in_flight: int
+    load: common_pb2.Load
+    live: LiveLatency
+    served: int
+
+
+@dataclass(frozen=True, slots=True)
 class TierState:
-    """One tier as ListTiers (or /v1/models) shows it."""
+    """One tier as ListTiers (or /v1/models) shows it: aggregates over its replicas, and each replica."""
 
     name: str
     model: str
     quantization: str
-    address: str
+    address: str  # how its replicas are found: an address, addresses comma-separated, or dns:NAME:PORT
     max_model_len: int
     serving: bool | None  # None: not heard from yet
     breaker: State
     in_flight: int
     load: common_pb2.Load
     profile: TierProfile | None
+    replicas: tuple[ReplicaState, ...] = ()
+    live: LiveLatency = LiveLatency(None, None, 0)
 
 
 class Router:
@@ -80,7 +106,8 @@ class Router:
         self.budget = RetryBudget(config.retry.budget_ratio, config.retry.budget_burst)
         self.tokens = TokenCounter()
         self.in_flight = 0
-        self._trailers: dict[tuple[str, str, int], bytes] = {}
+        self.requests = 0  # breaks the replica picker's ties
+        self._trailers: dict[tuple[str, str, int, str], bytes] = {}
 
     async def apply(self, config: MeshConfig, profiles: Profiles) -> None:
         """Switch to a new config and profiles (hot reload); streams in flight keep their tier."""
@@ -91,18 +118,30 @@ class Router:
         await self.pool.retire(gone)
 
     def ready(self) -> bool:
-        """Some tier is SERVING and its breaker lets traffic through: the router can serve a request now."""
-        return any(b.serving and b.breaker.state is not State.OPEN for b in self.pool.backends.values())
+        """Some replica of some tier is SERVING and its breaker lets traffic through: the router can serve now."""
+        return any(t.ready() for t in self.pool.tiers.values())
 
     def tiers(self) -> list[TierState]:
-        return [
-            TierState(
-                name=b.spec.name, model=b.spec.model, quantization=b.spec.quantization, address=b.spec.address,
-                max_model_len=b.spec.max_model_len, serving=b.serving, breaker=b.breaker.state, in_flight=b.in_flight,
-                load=b.load, profile=self.profiles.tiers.get(b.spec.name),
+        states = []
+        for t in self.pool.tiers.values():
+            spec = t.spec
+            replicas = tuple(
+                ReplicaState(
+                    address=b.address, serving=b.serving, breaker=b.breaker.state, in_flight=b.in_flight, load=b.load,
+                    live=LiveLatency(b.stats.ttft_estimate_ms, b.stats.decode_estimate_tps, b.stats.ttft_samples),
+                    served=b.served,
+                )
+                for b in t.replicas.values()
             )
-            for b in self.pool.backends.values()
-        ]
+            live = t.live()
+            states.append(TierState(
+                name=spec.name, model=spec.model, quantization=spec.quantization,
+                address=f"dns:{spec.dns}" if spec.dns else ",".join(spec.static_addresses),
+                max_model_len=spec.max_model_len, serving=t.serving, breaker=t.breaker_state, in_flight=t.in_flight,
+                load=t.load, profile=self.profiles.tiers.get(spec.name), replicas=replicas,
+                live=LiveLatency(live.ttft_ms, live.decode_tps, sum(r.live.samples for r in replicas)),
+            ))
+        return states
 
     async def route(self, raw: bytes, call: Call) -> AsyncIterator[bytes]:
         """The tier's messages for one serialized qarr.v1.GenerateRequest; raises RouteError."""
@@ -125,11 +164,15 @@ class Router:
             rq = self.telemetry.request_started(request_id, request, started, call.metadata)
             self.budget.on_request()
             candidates = await self._choose(request)
+            key = affinity_key(request.prompt, ((m.role, m.content) for m in request.messages), self.config.picker.affinity_prefix_bytes)
+            self.requests += 1
             up = await open_upstream(
-                raw, candidates, self.pool.backends, self.budget, self.config.retry, call.time_remaining, rq.routed
+                raw, candidates, self.pool.tiers, self.budget, self.config.retry, call.time_remaining, rq.routed,
+                key, self.requests,
             )
             backend, candidate = up.backend, up.candidate
-            trailer = self._trailer(backend.name, candidate.reason, up.attempts)
+            rq.replica, rq.pick = backend.address, up.pick
+            trailer = self._trailer(backend.name, candidate.reason, up.attempts, backend.address)
             last = up.first
             code = None
             try:
@@ -149,7 +192,7 @@ class Router:
                 code = e.code()
                 # Text already reached the caller: no retry. Say how much was delivered.
                 delivered = pb.GenerateResponse.FromString(last).generated_tokens
-                yield self._error_message(delivered, candidate, backend.name, up.attempts)
+                yield self._error_message(delivered, candidate, backend.name, up.attempts, backend.address)
                 raise StreamInterrupted(
                     f"tier {backend.name} failed after {delivered} tokens: {(e.details() or code.name)[:256]}",
                     code.name, delivered, tier=backend.name,
@@ -158,7 +201,7 @@ class Router:
                 up.call.cancel()
                 up.settle(code)
                 if code is grpc.StatusCode.OK:
-                    backend.load = tier_service_pb2.TierServiceGenerateResponse.FromString(last).load
+                    self._feedback(up, last)
         except RouteError as e:
             status, error = e.code, e
             raise
@@ -173,9 +216,20 @@ class Router:
                 rq = self.telemetry.request_started("", None, started, call.metadata)
             rq.finished(status, last, error)
 
+    @staticmethod
+    def _feedback(up, last: bytes) -> None:
+        """A stream ended OK: the replica's load from its last message, and its live latency."""
+        ended = time.perf_counter()
+        backend = up.backend
+        final = tier_service_pb2.TierServiceGenerateResponse.FromString(last)
+        backend.load = final.load
+        backend.served += 1
+        first_tokens = final.generated_tokens if up.first is last else pb.GenerateResponse.FromString(up.first).generated_tokens
+        backend.stats.record(up.first_at - up.began, final.generated_tokens - first_tokens, ended - up.first_at)
+
     async def _choose(self, request: pb.GenerateRequest) -> list[Candidate]:
         view = await self._view(request)
-        live = {name: b.live() for name, b in self.pool.backends.items()}
+        live = {name: t.live() for name, t in self.pool.tiers.items()}
         return choose_tier(view, self.config.tiers, self.profiles.tiers, live, self.config.policy)
 
     async def _view(self, request: pb.GenerateRequest) -> RequestView:
@@ -210,16 +264,18 @@ class Router:
             complexity=classify(Signals(text, bound, expected, temperature)),
         )
 
-    def _trailer(self, tier: str, reason: str, attempts: int) -> bytes:
-        key = (tier, reason, attempts)
+    def _trailer(self, tier: str, reason: str, attempts: int, replica: str) -> bytes:
+        key = (tier, reason, attempts, replica)
         trailer = self._trailers.get(key)
         if trailer is None:
-            trailer = pb.GenerateResponse(tier=tier, routing_reason=reason, attempts=attempts).SerializeToString()
+            if len(self._trailers) >= 4096:  # replicas found by DNS come and go
+                self._trailers.clear()
+            trailer = pb.GenerateResponse(tier=tier, routing_reason=reason, attempts=attempts, replica=replica).SerializeToString()
             self._trailers[key] = trailer
         return trailer
 
     @staticmethod
-    def _error_message(delivered: int, candidate: Candidate, tier: str, attempts: int) -> bytes:
+    def _error_message(delivered: int, candidate: Candidate, tier: str, attempts: int, replica: str) -> bytes:
         return pb.GenerateResponse(
             finish_reason=common_pb2.FINISH_REASON_ERROR,
             usage=common_pb2.Usage(completion_tokens=delivered),
@@ -227,4 +283,5 @@ class Router:
             tier=tier,
             routing_reason=candidate.reason,
             attempts=attempts,
+            replica=replica,
         ).SerializeToString()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mesh.config import ServeConfig, TierSpec
+from mesh.config import ServeConfig, TierSpec, split_address
 
 
 class TierConfig(BaseSettings, ServeConfig):
@@ -25,11 +25,16 @@ class TierConfig(BaseSettings, ServeConfig):
     max_model_len: int = Field(2048, gt=0, description="context length in tokens")
 
 
-def tier_argv(spec: TierSpec) -> list[str]:
-    """`python -m tier_server` flags for a tier of the mesh file: its identity, then every `serve` setting it sets."""
+def tier_argv(spec: TierSpec, address: str | None = None, replica: int = 0) -> list[str]:
+    """`python -m tier_server` flags for one replica of a tier of the mesh file: its identity, then every
+    `serve` setting it sets. `address`: the replica's (default: the tier's first); `replica`: its index,
+    added to a fixed metrics_port so replicas on one host do not collide."""
+    host, port = split_address(address or spec.static_addresses[0])
     argv = ["--name", spec.name, "--model", spec.model, "--quantization", spec.quantization,
-            "--host", spec.host, "--port", str(spec.port), "--max-model-len", str(spec.max_model_len)]
+            "--host", host.strip("[]"), "--port", str(port), "--max-model-len", str(spec.max_model_len)]
     for key, value in spec.serve.model_dump(exclude_unset=True).items():
+        if key == "metrics_port" and value:
+            value += replica
         if value is not None:
             argv += [f"--{key.replace('_', '-')}", str(value)]
     return argv

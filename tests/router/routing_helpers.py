@@ -118,7 +118,16 @@ class Router:
 
     @property
     def backends(self):
-        return self.server.pool.backends
+        """Tiers by name (router/backends.py Tier: aggregates over its replicas)."""
+        return self.server.pool.tiers
+
+    def replica(self, tier: str, address: str | None = None):
+        """A tier's replica (its only one when `address` is not given)."""
+        replicas = self.server.pool.tiers[tier].replicas
+        if address is None:
+            (only,) = replicas.values()
+            return only
+        return replicas[address]
 
     async def tiers(self) -> dict[str, pb.TierInfo]:
         resp = await self.stub.ListTiers(pb.ListTiersRequest(), timeout=5)
