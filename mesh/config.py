@@ -182,11 +182,12 @@ class PickerConfig(Strict):
     # Requests whose first N bytes agree (a conversation's opening, a long system prompt) go to the
     # same replica by rendezvous hashing, where its prefix cache is warm. 0: no affinity, least load only.
     affinity_prefix_bytes: int = Field(1024, ge=0)
-    # The affinity replica keeps a request unless its load (streams running + waiting) is past
-    # affinity_load_ratio x the least-loaded replica's load + affinity_load_slack, or its KV cache is
-    # past policy.kv_pressure_threshold while another's is not; then the least-loaded replica serves it.
-    affinity_load_ratio: float = Field(1.25, ge=1)
-    affinity_load_slack: float = Field(2.0, ge=0)
+    # The load threshold: the affinity replica keeps a request while its load (streams running + queued)
+    # is at most affinity_load_ratio x the least-loaded replica's, or affinity_load_slack streams more,
+    # whichever is more, and its KV cache is not past policy.kv_pressure_threshold while another's is;
+    # past it, the least-loaded replica serves the request.
+    affinity_load_ratio: float = Field(1.4, ge=1)
+    affinity_load_slack: float = Field(4.0, ge=0)
 
 
 class FeedbackConfig(Strict):
@@ -197,6 +198,9 @@ class FeedbackConfig(Strict):
     alpha: float = Field(0.2, gt=0, le=1)
     # Streams a replica must have relayed before its live estimate counts.
     min_samples: int = Field(3, ge=1)
+    # With no new stream, an estimate's weight halves this often (so a replica that lost its traffic
+    # to a slow spell is tried again once the estimate has faded).
+    stale_half_life_s: float = Field(30.0, gt=0)
 
 
 class RequestLimits(Strict):

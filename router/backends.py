@@ -94,7 +94,8 @@ class Backend:
         self.load = common_pb2.Load()
         self.in_flight = 0
         self.served = 0  # streams that ended OK here
-        self.stats = LiveStats(config.feedback.alpha, config.feedback.min_samples)
+        f = config.feedback
+        self.stats = LiveStats(f.alpha, f.min_samples, f.stale_half_life_s)
         self.changed = changed if changed is not None else asyncio.Event()  # set on every health change
         self._tasks: list[asyncio.Task] = []
 
@@ -168,7 +169,8 @@ class Backend:
         self.config = config
         b = config.breaker
         self.breaker.configure(b.failure_threshold, b.open_base_s, b.open_max_s, b.half_open_probes)
-        self.stats.configure(config.feedback.alpha, config.feedback.min_samples)
+        f = config.feedback
+        self.stats.configure(f.alpha, f.min_samples, f.stale_half_life_s)
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -314,7 +316,7 @@ class Tier:
     def live(self) -> LiveState:
         """The tier as choose_tier sees it: serving and breaker from any replica; load, KV use and room
         from the least-loaded usable replica (the one the picker tends to take); live latency the mean
-        of the usable replicas' estimates."""
+        of the usable replicas' estimates, as fresh as the freshest."""
         views = [b.view() for b in self.replicas.values()]
         serving = self.serving
         usable = [v for v in views if v.serving and v.breaker_allows]
@@ -323,7 +325,8 @@ class Tier:
         best = min(usable, key=lambda v: (v.in_flight >= v.max_in_flight, v.load, v.kv_cache_usage))
         stats = [self.replicas[v.address].stats for v in usable]
         ttfts = [e for s in stats if (e := s.ttft_estimate_ms) is not None]
-        rates = [e for s in stats if (e := s.decode_estimate_tps) is not None]
+        tpots = [e for s in stats if (e := s.tpot_estimate_ms) is not None]
+        now = self.clock()
         return LiveState(
             serving=True,
             breaker_allows=True,
@@ -332,7 +335,8 @@ class Tier:
             waiting=best.waiting,
             kv_cache_usage=min(v.kv_cache_usage for v in usable),
             ttft_ms=sum(ttfts) / len(ttfts) if ttfts else None,
-            decode_tps=sum(rates) / len(rates) if rates else None,
+            tpot_ms=sum(tpots) / len(tpots) if tpots else None,
+            freshness=max(s.freshness(now) for s in stats),
         )
 
     def pick(self, key: int | None, seed: int, exclude: set[str]) -> tuple[Backend, Pick] | None:

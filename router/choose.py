@@ -56,7 +56,8 @@ class LiveState:
     kv_cache_usage: float = 0.0
     # Live estimates from the streams the router relayed (router/live.py); None: too few yet.
     ttft_ms: float | None = None
-    decode_tps: float | None = None
+    tpot_ms: float | None = None  # time per output token after the first
+    freshness: float = 1.0  # 1: just measured, towards 0 as the estimates age (scales their weight)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,9 +174,9 @@ def predict_ms(
     """TTFT (waiting requests queue ahead) + prefill + max_tokens at the per-stream decode rate
     with this request added to those running. None without a profile.
 
-    With `live_weight` > 0 and live estimates, TTFT and the per-stream decode rate are blends:
-    (1 - w) x the profile's figure + w x the live one (measured under the load of the moment,
-    so it is not scaled by the queue again)."""
+    With `live_weight` > 0 and live estimates, TTFT and the time per token are blends:
+    (1 - w) x the profile's figure + w x the live one, w = live_weight x the estimates' freshness
+    (the live figures were measured under the load of the moment, so they are not scaled by it again)."""
     if profile is None:
         return None
     prompt = max(request.prompt_tokens.get(tier.name, 0), request.prompt_bytes // BYTES_PER_TOKEN)
@@ -186,12 +187,14 @@ def predict_ms(
         per_stream = min(profile.decode_tps_c1, profile.decode_tps_cn / streams)
     prefill = prompt / profile.prompt_tps * 1000 if profile.prompt_tps > 0 else 0.0
     ttft = profile.ttft_ms_p50 * (1 + live.waiting) + prefill
-    if live_weight > 0:
+    per_token = 1000 / per_stream
+    w = live_weight * live.freshness
+    if w > 0:
         if live.ttft_ms is not None:
-            ttft = (1 - live_weight) * ttft + live_weight * live.ttft_ms
-        if live.decode_tps is not None and live.decode_tps > 0:
-            per_stream = (1 - live_weight) * per_stream + live_weight * live.decode_tps
-    return ttft + max_tokens / per_stream * 1000
+            ttft = (1 - w) * ttft + w * live.ttft_ms
+        if live.tpot_ms is not None:
+            per_token = (1 - w) * per_token + w * live.tpot_ms
+    return ttft + max_tokens * per_token
 
 
 def _by_utility(tiers, profiles, predicted, policy: PolicyConfig) -> list[TierSpec]:

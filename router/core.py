@@ -134,12 +134,13 @@ class Router:
                 for b in t.replicas.values()
             )
             live = t.live()
+            decode = 1000 / live.tpot_ms if live.tpot_ms else None
             states.append(TierState(
                 name=spec.name, model=spec.model, quantization=spec.quantization,
                 address=f"dns:{spec.dns}" if spec.dns else ",".join(spec.static_addresses),
                 max_model_len=spec.max_model_len, serving=t.serving, breaker=t.breaker_state, in_flight=t.in_flight,
                 load=t.load, profile=self.profiles.tiers.get(spec.name), replicas=replicas,
-                live=LiveLatency(live.ttft_ms, live.decode_tps, sum(r.live.samples for r in replicas)),
+                live=LiveLatency(live.ttft_ms, decode, sum(r.live.samples for r in replicas)),
             ))
         return states
 
@@ -216,8 +217,7 @@ class Router:
                 rq = self.telemetry.request_started("", None, started, call.metadata)
             rq.finished(status, last, error)
 
-    @staticmethod
-    def _feedback(up, last: bytes) -> None:
+    def _feedback(self, up, last: bytes) -> None:
         """A stream ended OK: the replica's load from its last message, and its live latency."""
         ended = time.perf_counter()
         backend = up.backend
@@ -225,7 +225,7 @@ class Router:
         backend.load = final.load
         backend.served += 1
         first_tokens = final.generated_tokens if up.first is last else pb.GenerateResponse.FromString(up.first).generated_tokens
-        backend.stats.record(up.first_at - up.began, final.generated_tokens - first_tokens, ended - up.first_at)
+        backend.stats.record(self.pool.clock(), up.first_at - up.began, final.generated_tokens - first_tokens, ended - up.first_at)
 
     async def _choose(self, request: pb.GenerateRequest) -> list[Candidate]:
         view = await self._view(request)

@@ -94,8 +94,9 @@ def weight(key: int, replica_id: int) -> int:
 
 
 def within_threshold(load: float, least: float, ratio: float, slack: float) -> bool:
-    """Whether a replica carrying `load` may still take affinity traffic while the least-loaded carries `least`."""
-    return load <= least * ratio + slack
+    """Whether a replica carrying `load` may still take affinity traffic while the least-loaded carries `least`:
+    up to `ratio` x as much, or `slack` streams more, whichever is more (few streams apart cost an engine nothing)."""
+    return load <= max(least * ratio, least + slack)
 
 
 def pick_replica(
@@ -103,8 +104,8 @@ def pick_replica(
     key: int | None,
     seed: int,
     *,
-    ratio: float = 1.25,
-    slack: float = 2.0,
+    ratio: float = 1.4,
+    slack: float = 4.0,
     kv_threshold: float = 1.0,
     exclude: frozenset[str] | set[str] = frozenset(),
 ) -> Pick | None:
