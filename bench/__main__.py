@@ -13,6 +13,7 @@ BENCHMARKS = {
     "cost": "router CPU per request and per relayed chunk, streams/s per router process, py-spy profile",
     "routing": "routed versus pinned-to-the-most-precise-tier on a mixed eval workload with Poisson arrivals",
     "scaling": "100 / 500 / 1,000 open streams through one router: memory per stream, added latency, errors",
+    "workers": "streams/s through python -m router --workers N side by side (1 and 2 by default)",
     "report": "collect the latest results/<name>/result.json tables into one markdown file",
 }
 

@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-dir", type=Path, help="write each server's output to DIR/<name>.log (default: this console)")
     parser.add_argument("--restart-backoff", type=float, default=1.0, help="first restart delay in seconds, doubling (default %(default)s)")
     parser.add_argument("--restart-backoff-max", type=float, default=30.0, help="longest restart delay (default %(default)s)")
+    parser.add_argument("--router-workers", type=int, default=1, help="router processes on the router's port "
+                        "(python -m router --workers N; default %(default)s)")
     args = parser.parse_args(argv)
     try:
         config = load_mesh(args.config)
@@ -74,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     env = local_env()
     log = (lambda name: args.log_dir / f"{name}.log") if args.log_dir else (lambda name: None)
     tiers = [server for t in config.tiers for server in tier_processes(t, log, env)]
-    router = router_process(args.config, config, log=log("router"), env=env)
+    workers = ["--workers", str(args.router_workers)] if args.router_workers > 1 else []
+    router = router_process(args.config, config, args=workers, log=log("router"), env=env)
     supervisor = Supervisor(
         stop, say, backoff=lambda: Backoff(args.restart_backoff, args.restart_backoff_max),
         start_timeout_s=args.start_timeout,

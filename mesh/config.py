@@ -63,7 +63,7 @@ class ServeConfig(Strict):
 def split_address(address: str) -> tuple[str, int]:
     """("host", port) from "host:port" or "[v6]:port"; ValueError naming what is wrong."""
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ValueError(f"{address!r} is not HOST:PORT")
     return host, int(port)
 
@@ -186,8 +186,11 @@ class PickerConfig(Strict):
     # is at most affinity_load_ratio x the least-loaded replica's, or affinity_load_slack streams more,
     # whichever is more, and its KV cache is not past policy.kv_pressure_threshold while another's is;
     # past it, the least-loaded replica serves the request.
-    affinity_load_ratio: float = Field(1.4, ge=1)
+    affinity_load_ratio: float = Field(1.5, ge=1)
     affinity_load_slack: float = Field(4.0, ge=0)
+    # Prefixes per tier whose last replica this router process remembers (least recently used go first):
+    # a prefix moved off an overloaded replica stays on the one that now holds its cache. 0: hashing only.
+    affinity_memory: int = Field(10_000, ge=0)
 
 
 class FeedbackConfig(Strict):

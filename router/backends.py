@@ -17,6 +17,7 @@ import contextlib
 import logging
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 
 import grpc
@@ -212,6 +213,7 @@ class Tier:
         self.resolver = resolver
         self.replicas: dict[str, Backend] = {a: self._new(a) for a in spec.static_addresses}
         self.resolved_at: float | None = None  # monotonic time of the last good DNS answer
+        self.placed: OrderedDict[int, str] = OrderedDict()  # prefix key -> the replica that last took it (LRU)
         self._started = False
         self._discovery: asyncio.Task | None = None
         self._retiring: set[asyncio.Task] = set()
@@ -340,14 +342,24 @@ class Tier:
         )
 
     def pick(self, key: int | None, seed: int, exclude: set[str]) -> tuple[Backend, Pick] | None:
-        """The replica for this attempt (router/pick.py), or None when no replica can take it."""
+        """The replica for this attempt (router/pick.py), or None when no replica can take it. Remembers
+        which replica took the prefix (`affinity_memory` most recent prefixes)."""
         picker = self.config.picker
+        placed = self.placed
         chosen = pick_replica(
             [b.view() for b in self.replicas.values()], key, seed,
             ratio=picker.affinity_load_ratio, slack=picker.affinity_load_slack,
             kv_threshold=self.config.policy.kv_pressure_threshold, exclude=exclude,
+            preferred=placed.get(key) if key is not None else None,
         )
-        return (self.replicas[chosen.address], chosen) if chosen is not None else None
+        if chosen is None:
+            return None
+        if key is not None and picker.affinity_memory:
+            placed[key] = chosen.address
+            placed.move_to_end(key)
+            while len(placed) > picker.affinity_memory:
+                placed.popitem(last=False)
+        return self.replicas[chosen.address], chosen
 
     async def close(self) -> None:
         if self._discovery is not None:

@@ -7,9 +7,11 @@ stages over a snapshot (the Gateway API Inference Extension's filter -> score ->
             the per-replica stream limit, and not already tried by this request.
 2. score  - load = max(streams this router has open, streams the engine runs) + requests it queues,
             then KV-cache use; and, for the request's prefix key, each replica's rendezvous weight.
-3. pick   - the affinity replica (highest rendezvous weight: the same for every request that shares
-            the prefix, on every router process, and it moves only if that replica goes) unless it
-            is past the load threshold; then the least-loaded replica.
+3. pick   - the affinity replica unless it is past the load threshold; then the least-loaded
+            replica. The affinity replica is the one that last served the prefix in this process,
+            when the caller remembers one (a prefix moved off an overloaded replica stays where
+            its cache is now warm), else the highest rendezvous weight: the same for every request
+            that shares the prefix, on every router process, moving only if that replica goes.
 
 No I/O, no clock, no randomness: ties go by a rendezvous order of the caller's `seed` (a request
 counter), so equal replicas share ties evenly.
@@ -104,13 +106,15 @@ def pick_replica(
     key: int | None,
     seed: int,
     *,
-    ratio: float = 1.4,
+    ratio: float = 1.5,
     slack: float = 4.0,
     kv_threshold: float = 1.0,
     exclude: frozenset[str] | set[str] = frozenset(),
+    preferred: str | None = None,
 ) -> Pick | None:
     """The replica to try for a request with prefix key `key` (None: no affinity), or None when no replica
-    can take it. `exclude`: addresses this request already tried."""
+    can take it. `exclude`: addresses this request already tried. `preferred`: the replica that last served
+    this key (it is the affinity replica while it can take the request)."""
     usable = [r for r in replicas if r.usable and r.address not in exclude]
     if not usable:
         return None
@@ -120,7 +124,7 @@ def pick_replica(
     calm = [r for r in usable if r.kv_cache_usage <= kv_threshold] or usable
     least = min(r.load for r in calm)
     if key is not None:
-        home = max(usable, key=lambda r: weight(key, r.id))
+        home = next((r for r in usable if r.address == preferred), None) or max(usable, key=lambda r: weight(key, r.id))
         home_calm = home.kv_cache_usage <= kv_threshold or calm is usable
         if home_calm and within_threshold(home.load, least, ratio, slack):
             return Pick(home.address, AFFINITY)

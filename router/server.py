@@ -57,7 +57,9 @@ class RouterServer:
         self._readiness_task: asyncio.Task | None = None
         self.serving = False
 
-    async def start(self, address: str | None = None) -> int:
+    async def start(self, address: str | None = None, wait_ready_s: float = 0.0) -> int:
+        """Start watching the tiers and listen. `wait_ready_s`: first wait up to this long for some tier to be
+        SERVING (a worker sharing its port: the kernel hands it connections as soon as it listens)."""
         self.pool.start()
         self._pool_mirror = asyncio.create_task(self.telemetry.watch_pool(self.pool), name="telemetry-pool")
         obs = self.config.observability
@@ -66,6 +68,12 @@ class RouterServer:
             log.info("router metrics on http://%s:%d/metrics", obs.metrics_host, self.metrics.port)
         if self.reloader:
             self._reload_task = asyncio.create_task(self.reloader.run(), name="config-reload")
+        if wait_ready_s > 0:
+            deadline = asyncio.get_running_loop().time() + wait_ready_s
+            while not self.router.ready() and asyncio.get_running_loop().time() < deadline:
+                self.pool.changed.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.pool.changed.wait(), 0.05)
         port = await self.mesh.start(address or self.config.listen)
         self._readiness_task = asyncio.create_task(self._follow_readiness(), name="readiness")
         log.info("router listening on port %d with tiers %s", port, list(self.pool.tiers))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import pytest
@@ -155,3 +156,38 @@ def test_live_stats_follow_a_drift_within_a_few_streams():
     stats.record(1.0, 0.050, 0, 0.0)  # a one-message stream: a TTFT sample, no rate
     assert stats.decode_samples == 6 and stats.ttft_samples == 7
     assert stats.freshness(1.0) == 1.0 and stats.freshness(11.0) == pytest.approx(0.5)
+
+
+def test_the_replica_that_last_served_a_prefix_keeps_it():
+    """`preferred` (the replica that last took the prefix) beats the rendezvous home while it can take the
+    request and is within the threshold; down or past the threshold, the usual pick applies."""
+    key = 4242
+    views = replicas(0, 0, 0)
+    at_home = home(key, views)
+    elsewhere = next(a for a in ADDRESSES[:3] if a != at_home)
+    assert pick_replica(views, key, 0, preferred=elsewhere) == pick_replica(views, key, 0, preferred=elsewhere)
+    assert pick_replica(views, key, 0, preferred=elsewhere).address == elsewhere
+    down = [ReplicaView(v.address, v.id, serving=v.address != elsewhere) for v in views]
+    assert pick_replica(down, key, 0, preferred=elsewhere).address == at_home
+    busy = [ReplicaView(v.address, v.id, in_flight=9 if v.address == elsewhere else 0) for v in views]
+    assert pick_replica(busy, key, 0, preferred=elsewhere, slack=4).reason == OVER_THRESHOLD
+
+
+async def test_tier_remembers_a_bounded_number_of_prefixes():
+    """A tier remembers where each prefix went, at most affinity_memory prefixes, least recently used first out."""
+    from mesh.config import parse_mesh
+    from router.backends import Tier
+
+    config = parse_mesh({"tiers": [{"name": "a", "addresses": ADDRESSES[:2]}], "picker": {"affinity_memory": 3}})
+    tier = Tier(config.tiers[0], config, clock=lambda: 0.0, changed=asyncio.Event())
+    for b in tier.replicas.values():
+        b.serving = True
+    try:
+        for key in range(5):
+            backend, pick = tier.pick(key, 0, set())
+            assert tier.placed[key] == backend.address and pick.reason == AFFINITY
+        assert list(tier.placed) == [2, 3, 4]
+        tier.pick(None, 0, set())
+        assert list(tier.placed) == [2, 3, 4]
+    finally:
+        await tier.close()

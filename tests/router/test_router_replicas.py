@@ -4,6 +4,7 @@ after kill -9 and its return, prefix affinity for conversations, DNS discovery, 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import Counter
 
@@ -49,7 +50,7 @@ async def drain(call) -> pb.GenerateResponse | grpc.aio.AioRpcError:
 async def test_64_streams_spread_evenly_over_each_tiers_replicas(started, tmp_path, prompts):
     """Two tiers x two replicas, 64 concurrent streams (half pinned to each tier): in each tier the busiest
     replica holds at most 1.5x the streams of the least busy, with distinct prompts and with one shared prefix."""
-    tiers, router = await replicated(started, tmp_path, token_delay_s=0.05)
+    tiers, router = await replicated(started, tmp_path, token_delay_s=0.05, health_timeout_s=3.0)
     text = (lambda i: f"question {i}: what is {i} squared?") if prompts == "distinct" else (lambda i: "One shared system prompt. " * 8)
     calls = [router.stub.Generate(request(text(i), max_tokens=200, tier="ab"[i % 2]), timeout=60) for i in range(64)]
     tasks = [asyncio.create_task(drain(c)) for c in calls]
@@ -125,9 +126,9 @@ async def test_killed_replica_fails_over_to_its_sibling_and_is_used_again_after_
 
 
 async def test_conversation_follow_ups_return_to_their_replica(started, tmp_path, monkeypatch):
-    """50 conversations x 4 turns, all at once, over a tier of two replicas: >= 90 % of follow-up turns land on the
-    replica that served the conversation's previous turn (where its prefix is cached), and no pick put a replica
-    past its load threshold."""
+    """50 conversations x 6 turns at once (each turn after a think time of 0-200 ms) over a tier of two replicas:
+    >= 90 % of follow-up turns land on the replica that served the conversation's previous turn (where its prefix
+    is cached), and no pick put a replica past its load threshold."""
     real = backends_module.pick_replica
     picks = []
 
@@ -137,14 +138,17 @@ async def test_conversation_follow_ups_return_to_their_replica(started, tmp_path
         return chosen
 
     monkeypatch.setattr(backends_module, "pick_replica", spy)
-    tiers, router = await replicated(started, tmp_path, names=("a",), token_delay_s=0.005)
+    # One process runs the test, the router and both tiers: a Check deadline fit for a loaded machine.
+    tiers, router = await replicated(started, tmp_path, names=("a",), token_delay_s=0.01, health_timeout_s=3.0)
     served: dict[int, list[str]] = {}
 
     async def conversation(i: int) -> None:
+        think = random.Random(i)  # deterministic think times: conversations do not move in lockstep
         messages = [common_pb2.ChatMessage(role="system", content="You answer in one line."),
                     common_pb2.ChatMessage(role="user", content=f"Conversation {i}: tell me about topic {i * 7919}.")]
-        for turn in range(4):
-            req = pb.GenerateRequest(messages=messages, sampling={"max_tokens": 8}, routing=pb.RoutingHints(**ANY))
+        for turn in range(6):
+            await asyncio.sleep(think.uniform(0, 0.2))
+            req = pb.GenerateRequest(messages=messages, sampling={"max_tokens": 20}, routing=pb.RoutingHints(**ANY))
             text, last = await collect(router.stub, req, timeout=60)
             served.setdefault(i, []).append(last.replica)
             messages += [common_pb2.ChatMessage(role="assistant", content=text),
@@ -163,7 +167,7 @@ async def test_conversation_follow_ups_return_to_their_replica(started, tmp_path
         busiest = max(busiest, loads[chosen.address] + 1)
         assert within_threshold(loads[chosen.address], least, ratio, slack), (loads, chosen)
     spilled = sum(chosen.reason != AFFINITY for _, chosen, _ in picks)
-    print(f"\n50 conversations x 4 turns: {stayed:.1%} of {len(follow_ups)} follow-ups on the replica of the previous "
+    print(f"\n50 conversations x 6 turns: {stayed:.1%} of {len(follow_ups)} follow-ups on the replica of the previous "
           f"turn ({on_first:.1%} on the first turn's); "
           f"first turns per replica {dict(by_replica)}; {spilled} of {len(picks)} picks left the affinity replica "
           f"(load threshold); most streams on one replica {busiest}")
