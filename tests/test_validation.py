@@ -128,7 +128,7 @@ def test_the_default_prompt_bound_scales_with_the_context():
     assert Limits.for_tier(2048, max_prompt_bytes=10).max_prompt_bytes == 10
 
 
-@pytest.mark.parametrize("request_id", ["x" * 129, "line\nbreak", "tab\there", "ünï"])
+@pytest.mark.parametrize("request_id", ["x" * 129, "line\nbreak", "tab\there", "ünï", "\U00018d09" * 40])
 def test_request_ids_must_be_short_printable_ascii(request_id):
     """request_id is at most 128 printable ASCII characters, and the message does not echo it whole."""
     with pytest.raises(RequestRejected, match="request_id") as err:

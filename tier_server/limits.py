@@ -45,5 +45,9 @@ class Limits:
 
 
 def clip(text: str, limit: int = 32) -> str:
-    """`text` quoted for an error message, cut to `limit` characters so a message never echoes unbounded input."""
-    return repr(text[:limit]) + ("…" if len(text) > limit else "")
+    """`text` quoted for an error message, at most `limit` + 2 characters (escapes included), so a message
+    never echoes unbounded input."""
+    quoted = repr(text[:limit])
+    if len(text) > limit or len(quoted) > limit + 2:
+        return quoted[: limit + 1] + "…"
+    return quoted
