@@ -25,7 +25,7 @@ class Limits:
     max_messages: int = 256
     max_stop: int = 16
     max_stop_bytes: int = 256
-    max_request_id_bytes: int = 128
+    max_request_id_chars: int = 128  # the router's limit too (mesh.config.RequestLimits)
     # Seeds are uint64 on the wire; engines take signed 64-bit ones.
     max_seed: int = 2**63 - 1
     max_temperature: float = 2.0

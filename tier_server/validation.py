@@ -69,10 +69,11 @@ def prompt_of(request: Request, limits: Limits, size: int) -> str | tuple[ChatTu
 
 
 def request_id_of(request_id: str, limits: Limits) -> str:
-    """'' (the servicer makes one), or up to max_request_id_bytes of printable ASCII."""
-    if len(request_id) > limits.max_request_id_bytes or not (request_id.isascii() and request_id.isprintable()):
+    """'' (the servicer makes one), or up to max_request_id_chars printable characters (no line breaks,
+    tabs or other controls: it reaches log lines)."""
+    if len(request_id) > limits.max_request_id_chars or not request_id.isprintable():
         raise RequestRejected(
-            f"request_id must be at most {limits.max_request_id_bytes} printable ASCII characters; got {clip(request_id)}"
+            f"request_id must be at most {limits.max_request_id_chars} printable characters; got {clip(request_id)}"
         )
     return request_id
 
