@@ -42,6 +42,7 @@ async def serve(cfg: TierConfig) -> None:
     server = TierServer(
         build_engine(cfg), cfg.name, cfg.quantization, metrics_host=cfg.metrics_host, metrics_port=cfg.metrics_port,
         tracer_provider=tracer_provider("qarr-tier", cfg.otlp_endpoint, **{"qarr.tier": cfg.name}),
+        tls=cfg.tls, reflection=cfg.reflection,
     )
     await server.start(f"{cfg.host}:{cfg.port}")
     await stop.wait()

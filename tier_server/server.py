@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 
+from mesh.config import ServerTLS
 from mesh.server import MeshServer
 from qarr.v1 import tier_service_pb2, tier_service_pb2_grpc
 from tier_server.engine import Engine, Sampling
@@ -21,10 +22,13 @@ class TierServer:
     def __init__(
         self, engine: Engine, name: str, quantization: str, *,
         metrics_host: str = "127.0.0.1", metrics_port: int | None = None, tracer_provider=None,
+        tls: ServerTLS | None = None, reflection: bool = True,
     ) -> None:
+        """`tls`: TLS on the listener; with a client CA only callers holding a certificate it signed
+        (the router) get through the handshake. None: plaintext."""
         self.engine = engine
         self.name = name
-        self.mesh = MeshServer([SERVICE])
+        self.mesh = MeshServer([SERVICE], tls=tls, reflection=reflection)
         # Observability: /metrics on its own port when metrics_port is set (0 = any free port).
         self.tracer_provider = tracer_provider
         tracer = tracer_provider.get_tracer("qarr.tier") if tracer_provider is not None else None
