@@ -121,6 +121,9 @@ class ServeConfig(Strict):
         "certificate signed by it (the router) may call"
     )
     reflection: bool = Field(True, description="serve gRPC server reflection")
+    health_port: int | None = Field(
+        None, ge=0, description="also serve grpc.health.v1 alone, plaintext, on this port (for probes that cannot do TLS)"
+    )
 
 
 class TierSpec(Strict):
@@ -241,6 +244,8 @@ class MeshConfig(Strict):
     # (CALLER_FULL), so one caller cannot take every slot. Unset: only max_in_flight applies.
     max_in_flight_per_caller: int | None = Field(None, gt=0)
     reflection: bool = True  # gRPC server reflection on the router's listener (behind the token when auth is on)
+    # HOST:PORT of a plaintext listener serving grpc.health.v1 alone, for probes that cannot do TLS (Kubernetes).
+    health_listen: str | None = None
 
     @field_validator("tiers")
     @classmethod

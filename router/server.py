@@ -21,7 +21,7 @@ from mesh.observability import MetricsServer, start_metrics_server
 
 log = logging.getLogger("qarr.router")
 # Settings a hot reload does not change (the listener and credentials are set up once, at start).
-RESTART_ONLY = ("listen", "tls", "upstream_tls", "auth", "reflection")
+RESTART_ONLY = ("listen", "tls", "upstream_tls", "auth", "reflection", "health_listen")
 SERVICE = router_service_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
 
 
@@ -48,7 +48,8 @@ class RouterServer:
         # Security (docs/security.md): tokens and certificates are read here, once.
         self.verifier = TokenVerifier.from_config(config.auth) if config.auth is not None else None
         interceptors = [TokenInterceptor(self.verifier)] if self.verifier is not None else []
-        self.mesh = MeshServer([SERVICE], tls=config.tls, reflection=config.reflection, interceptors=interceptors)
+        self.mesh = MeshServer([SERVICE], tls=config.tls, reflection=config.reflection, interceptors=interceptors,
+                               health_address=config.health_listen)
         self.mesh.server.add_generic_rpc_handlers((handlers(RouterService(self.router)),))
         self.reloader = (
             Reloader(config_path, config.profiles, self._apply, config.reload_interval_s) if config_path else None

@@ -9,6 +9,7 @@ import sys
 
 from pydantic_settings import CliApp
 
+from mesh.config import MeshConfigError
 from mesh.observability import configure_logging
 from mesh.server import install_uvloop, stop_event_on_signals
 from tier_server.config import TierConfig
@@ -43,6 +44,7 @@ async def serve(cfg: TierConfig) -> None:
         build_engine(cfg), cfg.name, cfg.quantization, metrics_host=cfg.metrics_host, metrics_port=cfg.metrics_port,
         tracer_provider=tracer_provider("qarr-tier", cfg.otlp_endpoint, **{"qarr.tier": cfg.name}),
         tls=cfg.tls, reflection=cfg.reflection,
+        health_address=f"{cfg.host}:{cfg.health_port}" if cfg.health_port is not None else None,
     )
     await server.start(f"{cfg.host}:{cfg.port}")
     await stop.wait()
@@ -59,7 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     if cfg.engine == "fake":
         install_uvloop()
-    asyncio.run(serve(cfg))
+    try:
+        asyncio.run(serve(cfg))
+    except MeshConfigError as e:  # a certificate or key file that cannot be used
+        print(e, file=sys.stderr)
+        return 2
     return 0
 
 

@@ -22,13 +22,13 @@ class TierServer:
     def __init__(
         self, engine: Engine, name: str, quantization: str, *,
         metrics_host: str = "127.0.0.1", metrics_port: int | None = None, tracer_provider=None,
-        tls: ServerTLS | None = None, reflection: bool = True,
+        tls: ServerTLS | None = None, reflection: bool = True, health_address: str | None = None,
     ) -> None:
         """`tls`: TLS on the listener; with a client CA only callers holding a certificate it signed
         (the router) get through the handshake. None: plaintext."""
         self.engine = engine
         self.name = name
-        self.mesh = MeshServer([SERVICE], tls=tls, reflection=reflection)
+        self.mesh = MeshServer([SERVICE], tls=tls, reflection=reflection, health_address=health_address)
         # Observability: /metrics on its own port when metrics_port is set (0 = any free port).
         self.tracer_provider = tracer_provider
         tracer = tracer_provider.get_tracer("qarr.tier") if tracer_provider is not None else None
