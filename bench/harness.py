@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from launcher.process import REPO, ServerProcess, free_port, local_env as subprocess_env, stop_all as stop_servers
-from mesh.config import MeshConfig, TierSpec
+from mesh.config import ClientTLS, MeshConfig, TierSpec
 
 ROUTER_METHOD = "/qarr.v1.RouterService/Generate"
 TIER_METHOD = "/qarr.v1.TierService/Generate"
@@ -53,23 +53,26 @@ def start_fake_tier(out: Path, name: str = "fake", token_delay_ms: float = 0.0) 
     return Server(f"tier {name}", argv, port, out / f"tier-{name}.log")
 
 
-def write_router_config(path: Path, tiers: Sequence[TierSpec | dict]) -> Path:
-    """A mesh file for the router alone (tiers already running), validated like any mesh file."""
+def write_router_config(path: Path, tiers: Sequence[TierSpec | dict], upstream_tls: ClientTLS | None = None) -> Path:
+    """A mesh file for the router alone (tiers already running), validated like any mesh file. `upstream_tls`:
+    how it reaches tiers that serve TLS (the benchmarked mesh file's); the router itself listens in plaintext
+    on loopback, since the benchmarks measure routing, not TLS."""
     import yaml
 
     # Admission limits above the largest load a benchmark offers (1,000 open streams), so the
     # benchmarks measure the relay rather than the router's deliberate RESOURCE_EXHAUSTED.
     limit = {"max_in_flight": 4096}
     specs = [(t if isinstance(t, TierSpec) else TierSpec.model_validate(t)).model_copy(update=limit) for t in tiers]
-    config = MeshConfig(tiers=specs, grace_seconds=1, **limit)
+    config = MeshConfig(tiers=specs, grace_seconds=1, upstream_tls=upstream_tls, **limit)
     path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_defaults=True), sort_keys=False))
     return path
 
 
-def start_router(out: Path, tiers: Sequence[TierSpec | dict], log_level: str = "INFO", tag: str = "router") -> Server:
+def start_router(out: Path, tiers: Sequence[TierSpec | dict], log_level: str = "INFO", tag: str = "router",
+                 upstream_tls: ClientTLS | None = None) -> Server:
     """The real router (`python -m router`), logging at its production level into a file."""
     port = free_port()
-    config = write_router_config(out / f"{tag}.yaml", tiers)
+    config = write_router_config(out / f"{tag}.yaml", tiers, upstream_tls)
     argv = [sys.executable, "-m", "router", "--config", str(config), "--listen", f"127.0.0.1:{port}", "--log-level", log_level]
     return Server("router", argv, port, out / f"{tag}.log")
 

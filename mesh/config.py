@@ -327,8 +327,11 @@ def _relative_to(config: MeshConfig, base: Path) -> MeshConfig:
     def resolve(path: str | None) -> str | None:
         return str(base / path) if path and not Path(path).is_absolute() else path
 
+    def absolute(path: str | None) -> str | None:  # secrets' paths: valid from any working directory
+        return str((base / path).absolute()) if path and not Path(path).is_absolute() else path
+
     def files(block: BaseModel | None, *names: str) -> BaseModel | None:
-        return None if block is None else block.model_copy(update={n: resolve(getattr(block, n)) for n in names})
+        return None if block is None else block.model_copy(update={n: absolute(getattr(block, n)) for n in names})
 
     server = ("cert", "key", "client_ca")
     tiers = [

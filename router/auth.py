@@ -22,7 +22,7 @@ import hmac
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import grpc
@@ -45,9 +45,10 @@ class TokenFileError(MeshConfigError):
     """The tokens file or variable is missing or malformed; the message never quotes a token."""
 
 
-def parse_tokens(text: str, source: str) -> dict[str, str]:
-    """`caller:token` entries (lines, or commas in an environment variable) -> {caller: token}."""
-    tokens: dict[str, str] = {}
+def parse_tokens(text: str, source: str) -> list[tuple[str, str]]:
+    """`caller:token` entries (lines, or commas in an environment variable) -> [(caller, token)]. A caller
+    may have several tokens (to rotate one without a gap); they share the caller's stream limit."""
+    tokens: list[tuple[str, str]] = []
     for number, entry in enumerate(re.split(r"[\n,]", text), 1):
         entry = entry.strip()
         if not entry or entry.startswith("#"):
@@ -59,11 +60,9 @@ def parse_tokens(text: str, source: str) -> dict[str, str]:
             raise TokenFileError(f"{where}: expected `caller:token` with a caller name of letters, digits, . _ -")
         if len(token) < MIN_TOKEN_CHARS or not _TOKEN.match(token):
             raise TokenFileError(f"{where} ({name}): the token must be at least {MIN_TOKEN_CHARS} visible ASCII characters, no comma")
-        if name in tokens:
-            raise TokenFileError(f"{where}: caller {name} appears twice")
-        if token in tokens.values():
-            raise TokenFileError(f"{where} ({name}): the same token is given to two callers")
-        tokens[name] = token
+        if any(token == known for _, known in tokens):
+            raise TokenFileError(f"{where} ({name}): this token appears twice")
+        tokens.append((name, token))
     return tokens
 
 
@@ -83,19 +82,20 @@ def _digest(token: str) -> bytes:
 class TokenVerifier:
     """Known tokens (as digests) and the caller each names."""
 
-    def __init__(self, tokens: Mapping[str, str]) -> None:
-        """`tokens`: {caller: token}."""
-        if not tokens:
+    def __init__(self, tokens: Mapping[str, str] | Iterable[tuple[str, str]]) -> None:
+        """`tokens`: {caller: token} or (caller, token) pairs."""
+        pairs = list(tokens.items() if isinstance(tokens, Mapping) else tokens)
+        if not pairs:
             raise TokenFileError("auth is on but no token is configured")
-        self._entries = tuple((_digest(token), caller) for caller, token in tokens.items())
-        self.callers = tuple(tokens)
+        self._entries = tuple((_digest(token), caller) for caller, token in pairs)
+        self.callers = tuple(dict.fromkeys(caller for caller, _ in pairs))
 
     def __repr__(self) -> str:  # never the tokens
         return f"TokenVerifier(callers={list(self.callers)})"
 
     @classmethod
     def from_config(cls, auth: AuthConfig, environ: Mapping[str, str] = os.environ) -> TokenVerifier:
-        tokens: dict[str, str] = {}
+        tokens: list[tuple[str, str]] = []
         sources: list[tuple[str, str]] = []
         if auth.tokens_file:
             try:
@@ -107,10 +107,10 @@ class TokenVerifier:
                 raise TokenFileError(f"auth.tokens_env: the environment variable {auth.tokens_env} is not set")
             sources.append((environ[auth.tokens_env], f"auth.tokens_env ${auth.tokens_env}"))
         for text, source in sources:
-            for name, token in parse_tokens(text, source).items():
-                if name in tokens or token in tokens.values():
-                    raise TokenFileError(f"{source}: caller {name} or its token is also in another source")
-                tokens[name] = token
+            for name, token in parse_tokens(text, source):
+                if any(token == known for _, known in tokens):
+                    raise TokenFileError(f"{source} ({name}): this token is also in another source")
+                tokens.append((name, token))
         return cls(tokens)
 
     def caller(self, authorization: str | None) -> str | None:
