@@ -44,8 +44,11 @@ async def hog_and_other(pki, started, tmp_path, per_caller: int | None) -> dict:
     hog = [asyncio.create_task(hold(i)) for i in range(HOG_STREAMS)]
     try:
         held = min(HOG_STREAMS, per_caller or HOG_STREAMS, 2 * TIER_SLOTS)
-        await router.wait_for(lambda: core.in_flight == held and len(hog_refusals) == HOG_STREAMS - held, timeout=60,
-                              what=f"alice holding {held} streams")
+        try:
+            await router.wait_for(lambda: core.in_flight == held and len(hog_refusals) == HOG_STREAMS - held, timeout=120,
+                                  what=f"alice holding {held} streams")
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {core.in_flight} held, refusals {sorted(set(hog_refusals))[:5]} x{len(hog_refusals)}") from None
 
         async def other() -> tuple[str, float]:
             t0 = time.perf_counter()
