@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from mesh.processes import REPO
+from profiler.stats import percentile
 ROUTER_METHOD = "/qarr.v1.RouterService/Generate"
 TIER_METHOD = "/qarr.v1.TierService/Generate"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -232,19 +233,8 @@ class LoadGen:
 
 # ---------------------------------------------------------------- statistics
 
-def pct(values: Sequence[float], q: float) -> float:
-    """Percentile with linear interpolation; nan for no values."""
-    if not values:
-        return float("nan")
-    v = sorted(values)
-    k = (len(v) - 1) * q / 100
-    lo = int(k)
-    hi = min(lo + 1, len(v) - 1)
-    return v[lo] + (v[hi] - v[lo]) * (k - lo)
-
-
 def summary_ms(values_s: Sequence[float]) -> dict:
-    return {"n": len(values_s), "p50": pct(values_s, 50) * 1e3, "p95": pct(values_s, 95) * 1e3, "p99": pct(values_s, 99) * 1e3}
+    return {"n": len(values_s), "p50": percentile(values_s, 50) * 1e3, "p95": percentile(values_s, 95) * 1e3, "p99": percentile(values_s, 99) * 1e3}
 
 
 def fit_line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:

@@ -18,8 +18,9 @@ from profiler.cost import cost_per_million_tokens
 from profiler.evalset import DEFAULT_EVAL_SET, EvalItem, file_sha256, load_eval_set, sample
 from profiler.evaluate import EvalResult, evaluate
 from profiler.gate import apply_gate, default_reference
-from profiler.measure import Speed, TierProbe, percentile
+from profiler.measure import Speed, TierProbe
 from profiler.memory import PeakMemorySampler, pid_listening_on
+from profiler.stats import percentile
 from profiler.tiers import StartedTier, TierSpec, is_serving
 from profiler.tokens import tokens_per_word
 from router.profiles import SCHEMA_VERSION, Profiles, TierProfile

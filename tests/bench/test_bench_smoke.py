@@ -7,7 +7,8 @@ import json
 
 from bench.__main__ import main
 from bench.evalset import builtin_items, parse_item
-from bench.harness import fit_line, pct, rotated, table
+from bench.harness import fit_line, rotated, table
+from profiler.stats import percentile
 
 
 def _result(out) -> dict:
@@ -77,7 +78,7 @@ def test_eval_item_spellings():
 
 def test_helpers():
     """Percentiles, the least-squares line, arm rotation and tables behave."""
-    assert pct([1, 2, 3, 4, 5], 50) == 3
+    assert percentile([1, 2, 3, 4, 5], 50) == 3
     a, b = fit_line([1, 2, 3], [3, 5, 7])
     assert abs(a - 1) < 1e-9 and abs(b - 2) < 1e-9
     assert rotated(["a", "b", "c"], 1) == ["b", "c", "a"]
