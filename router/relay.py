@@ -55,13 +55,16 @@ class RouterServicer:
         self.config, self.profiles = config, profiles
         self.telemetry.prices = prices_from(config.tiers, profiles)
         self.budget.configure(config.retry.budget_ratio, config.retry.budget_burst)
+        self._trailers = {}  # they name the predictor in force
         await self.pool.retire(gone)
 
-    def _trailer(self, tier: str, reason: str, attempts: int) -> bytes:
-        key = (tier, reason, attempts)
+    def _trailer(self, tier: str, reason: str, attempts: int, predictor: str) -> bytes:
+        key = (tier, reason, attempts, predictor)
         trailer = self._trailers.get(key)
         if trailer is None:
-            trailer = pb.GenerateResponse(tier=tier, routing_reason=reason, attempts=attempts).SerializeToString()
+            trailer = pb.GenerateResponse(
+                tier=tier, routing_reason=reason, attempts=attempts, predictor=predictor
+            ).SerializeToString()
             self._trailers[key] = trailer
         return trailer
 
@@ -77,7 +80,7 @@ class RouterServicer:
             started = time.perf_counter()
             request = await self._parse(raw, context)
             self.budget.on_request()
-            candidates = await self._choose(request, context)
+            candidates, predictor = await self._choose(request, context)
             request_id = request.request_id
             if not request_id:
                 request_id = uuid.uuid4().hex
@@ -86,7 +89,7 @@ class RouterServicer:
             up = await self._open(raw, candidates, rq, context)
 
             backend, candidate = up.backend, up.candidate
-            trailer = self._trailer(backend.name, candidate.reason, up.attempts)
+            trailer = self._trailer(backend.name, candidate.reason, up.attempts, predictor)
             last = up.first
             if last[0] != LAST_MESSAGE_TAG:
                 rq.first_token()
@@ -103,7 +106,7 @@ class RouterServicer:
                 code = e.code()
                 # Text already reached the caller: no retry. Say how much was delivered.
                 delivered = pb.GenerateResponse.FromString(last).generated_tokens
-                yield self._error_message(delivered, candidate, backend.name, up.attempts)
+                yield self._error_message(delivered, candidate, backend.name, up.attempts, predictor)
                 reason = reason_of(e.trailing_metadata()) or "UPSTREAM_ERROR"
                 await abort(context, code, f"tier {backend.name}: {e.details()}", reason, tier=backend.name)
             finally:
@@ -126,11 +129,13 @@ class RouterServicer:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "set exactly one of prompt and messages", "INVALID_REQUEST")
         return request
 
-    async def _choose(self, request: pb.GenerateRequest, context) -> list[Candidate]:
+    async def _choose(self, request: pb.GenerateRequest, context) -> tuple[list[Candidate], str]:
+        """Candidates, and the id of the accuracy predictor that ranked them ("" when none did)."""
         try:
-            view = await self._view(request)
+            view, predictor = await self._view(request)
             live = {name: b.live() for name, b in self.pool.backends.items()}
-            return choose_tier(view, self.config.tiers, self.profiles.tiers, live, self.config.policy)
+            candidates = choose_tier(view, self.config.tiers, self.profiles.tiers, live, self.config.policy)
+            return candidates, predictor
         except NoTier as e:
             self.telemetry.rejected(e.code, e.reason)
             await abort(context, grpc.StatusCode[e.code], str(e), e.reason)
@@ -147,8 +152,9 @@ class RouterServicer:
             rq.finished(e.code().name)
             await abort(context, e.code(), e.details() or "tier failed", reason_of(e.trailing_metadata()) or "UPSTREAM_ERROR")
 
-    async def _view(self, request: pb.GenerateRequest) -> RequestView:
-        """The request as choose_tier sees it. Tokenizes only for tiers the byte bound cannot clear."""
+    async def _view(self, request: pb.GenerateRequest) -> tuple[RequestView, str]:
+        """The request as choose_tier sees it, and the id of the accuracy predictor that estimated it
+        ("" when none). Tokenizes only for tiers the byte bound cannot clear."""
         sampling = request.sampling
         max_tokens = sampling.max_tokens if sampling.HasField("max_tokens") else DEFAULT_MAX_TOKENS
         contents = [m.content for m in request.messages]
@@ -167,17 +173,21 @@ class RouterServicer:
         min_accuracy = routing.min_accuracy if routing.HasField("min_accuracy") else None
         text = request.prompt or (contents[-1] if contents else "")
         temperature = sampling.temperature if sampling.HasField("temperature") else None
-        return RequestView(
+        predictor = self.profiles.accuracy_predictor
+        accuracy = predictor.predict(text) if predictor is not None and not routing.tier else None
+        view = RequestView(
             max_tokens=max_tokens,
             prompt_tokens=prompt_tokens,
             pinned=routing.tier,
             latency_budget_ms=routing.latency_budget_ms,
             min_accuracy=min_accuracy,
             complexity=classify(Signals(text, bound, max_tokens, temperature)),
+            accuracy=accuracy,
         )
+        return view, (predictor.id if accuracy is not None else "")
 
     @staticmethod
-    def _error_message(delivered: int, candidate: Candidate, tier: str, attempts: int) -> bytes:
+    def _error_message(delivered: int, candidate: Candidate, tier: str, attempts: int, predictor: str) -> bytes:
         return pb.GenerateResponse(
             finish_reason=common_pb2.FINISH_REASON_ERROR,
             usage=common_pb2.Usage(completion_tokens=delivered),
@@ -185,6 +195,7 @@ class RouterServicer:
             tier=tier,
             routing_reason=candidate.reason,
             attempts=attempts,
+            predictor=predictor,
         ).SerializeToString()
 
     async def ListTiers(self, request, context):
@@ -206,7 +217,8 @@ class RouterServicer:
                     breaker=BREAKER[b.breaker.state], load=b.load, profile=profile,
                 )
             )
-        return pb.ListTiersResponse(tiers=tiers)
+        predictor = self.profiles.accuracy_predictor
+        return pb.ListTiersResponse(tiers=tiers, predictor=predictor.id if predictor is not None else "")
 
 
 def handlers(servicer: RouterServicer) -> grpc.GenericRpcHandler:

@@ -44,7 +44,8 @@ class RouterServer:
         self.mesh = MeshServer([SERVICE])
         self.mesh.server.add_generic_rpc_handlers((handlers(self.servicer),))
         self.reloader = (
-            Reloader(config_path, config.profiles, self.servicer.apply, config.reload_interval_s) if config_path else None
+            Reloader(config_path, config.profiles, self.servicer.apply, config.reload_interval_s, profiles.predictor_path)
+            if config_path else None
         )
         self._reload_task: asyncio.Task | None = None
 
