@@ -82,22 +82,24 @@ def start_fake_tier(out: Path, name: str = "fake", token_delay_ms: float = 0.0) 
     return Server(f"tier {name}", argv, port, out / f"tier-{name}.log")
 
 
-def write_router_config(path: Path, tiers: Sequence[dict]) -> Path:
+def write_router_config(path: Path, tiers: Sequence[dict], **settings) -> Path:
+    """A router config over `tiers`; `settings` (profiles, policy, ...) go in as they are."""
     import yaml
 
     keys = ("name", "address", "model", "quantization", "max_model_len")
     # Admission limits above the largest load a benchmark offers (1,000 open streams), so the
     # benchmarks measure the relay rather than the router's deliberate RESOURCE_EXHAUSTED.
     limit = {"max_in_flight": 4096}
-    config = {"tiers": [{**{k: t[k] for k in keys if k in t}, **limit} for t in tiers], "grace_seconds": 1, **limit}
+    config = {"tiers": [{**{k: t[k] for k in keys if k in t}, **limit} for t in tiers], "grace_seconds": 1, **limit,
+              **settings}
     path.write_text(yaml.safe_dump(config))
     return path
 
 
-def start_router(out: Path, tiers: Sequence[dict], log_level: str = "INFO", tag: str = "router") -> Server:
+def start_router(out: Path, tiers: Sequence[dict], log_level: str = "INFO", tag: str = "router", **settings) -> Server:
     """The real router (`python -m router`), logging at its production level into a file."""
     port = free_port()
-    config = write_router_config(out / f"{tag}.yaml", tiers)
+    config = write_router_config(out / f"{tag}.yaml", tiers, **settings)
     argv = [sys.executable, "-m", "router", "--config", str(config), "--listen", f"127.0.0.1:{port}", "--log-level", log_level]
     return Server("router", argv, port, out / f"{tag}.log")
 

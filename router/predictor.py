@@ -8,7 +8,7 @@ and one sigmoid per tier: no numpy, no allocation beyond the feature list.
     {"format": "qarr-accuracy-predictor", "version": 1, "model": "ngram-logistic", "features": 1,
      "eval_set": "golden.jsonl", "eval_set_sha256": "3f6c...", "trained": {...},
      "tiers": ["small", "large"], "bias": [-0.4, 0.1],
-     "weights": {"u:capital": [0.8, 1.2], "b:what is": [-0.1, 0.0], ...}}
+     "weights": {"capital": [0.8, 1.2], "what is": [-0.1, 0.0], "00": [0.3, -0.2], ...}}
 
 `features` is shared by training and serving, so both see a text the same way; a file
 written with another feature version is refused.
@@ -30,19 +30,20 @@ FEATURE_VERSION = 1
 # Long prompts: the head and the tail (where a question usually is) are read, so the cost is bounded.
 HEAD_CHARS = 384
 TAIL_CHARS = 128
-_TOKEN = re.compile(r"[a-z]+|\d+|[^\sa-z\d]")
-_DIGIT = re.compile(r"\d")
+_TOKEN = re.compile(r"[a-z]+|[0-9]+|[^\sa-z0-9]")
+_DIGITS = str.maketrans("123456789", "000000000")
 
 
 def features(text: str) -> set[str]:
-    """Word unigrams and bigrams of the lower-cased text (digits as 0, so numbers count by their length),
-    and a length bucket. Bounded cost: at most HEAD_CHARS + TAIL_CHARS characters are read."""
+    """Words, numbers and symbols of the lower-cased text (every digit read as 0, so a number counts by its
+    length), adjacent pairs of them ("capital of"), and a length bucket ("#n3": no token or pair looks like it). Bounded cost: at most
+    HEAD_CHARS + TAIL_CHARS characters are read."""
     if len(text) > HEAD_CHARS + TAIL_CHARS:
         text = text[:HEAD_CHARS] + " " + text[-TAIL_CHARS:]
-    tokens = _TOKEN.findall(_DIGIT.sub("0", text.lower()))
-    out = {"u:" + t for t in tokens}
-    out.update("b:" + a + " " + b for a, b in zip(tokens, tokens[1:]))
-    out.add("n:" + str(min(len(tokens) // 8, 8)))
+    tokens = _TOKEN.findall(text.lower().translate(_DIGITS))
+    out = set(tokens)
+    out.update(map(" ".join, zip(tokens, tokens[1:])))
+    out.add("#n%d" % min(len(tokens) // 8, 8))
     return out
 
 

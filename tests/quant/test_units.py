@@ -76,11 +76,14 @@ def test_percentile_and_decode_rate():
 
 def test_memory_sampler_sees_a_child_process():
     """The process tree includes children, and the sampler's peak covers their RSS."""
-    child = subprocess.Popen([sys.executable, "-c", "x = bytearray(64 << 20); import time; time.sleep(30)"])
+    child = subprocess.Popen([sys.executable, "-c", "x = bytearray(64 << 20); import time; time.sleep(60)"])
     try:
         import time
 
-        time.sleep(1.0)
+        deadline = time.monotonic() + 30
+        while tree_rss_bytes(child.pid) < 64 << 20:  # wait for the allocation, however loaded the machine
+            assert time.monotonic() < deadline, "child never reached 64 MiB"
+            time.sleep(0.05)
         assert child.pid in process_tree(os.getpid())
         with PeakMemorySampler(os.getpid(), interval_s=0.05) as mem:
             time.sleep(0.2)
