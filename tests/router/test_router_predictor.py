@@ -75,7 +75,7 @@ async def test_without_a_predictor_clients_see_none_and_pinned_calls_name_none(s
 
     data, _ = trained()
     predictor_id = write_predictor(router, data)
-    await router.wait_for(lambda: router.server.servicer.profiles.accuracy_predictor is not None, timeout=3,
+    await router.wait_for(lambda: router.server.router.profiles.accuracy_predictor is not None, timeout=3,
                           what="predictor loaded")
     _, last = await collect(router.stub, request(max_tokens=2, tier="a"))
     assert (last.tier, last.routing_reason, last.predictor) == ("a", "pinned", "")
@@ -91,7 +91,7 @@ async def test_predictor_reloads_with_profiles_and_a_broken_one_keeps_the_last_g
     data, _ = trained()
     first = write_predictor(router, data)
     await started(router)
-    servicer, reloader = router.server.servicer, router.server.reloader
+    servicer, reloader = router.server.router, router.server.reloader
     assert servicer.profiles.accuracy_predictor.id == first
 
     retrained = data.model_copy(update={"bias": [v + 0.5 for v in data.bias]})
