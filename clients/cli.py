@@ -45,7 +45,8 @@ def _generate(args) -> int:
         u = last.usage
         print(
             f"[tier={last.tier} quantization={last.quantization} reason={last.routing_reason} "
-            f"finish={last.finish_reason} tokens={u.prompt_tokens}+{u.completion_tokens}]",
+            + (f"predictor={last.predictor} " if last.predictor else "")
+            + f"finish={last.finish_reason} tokens={u.prompt_tokens}+{u.completion_tokens}]",
             file=sys.stderr,
         )
     return EXIT_OK
