@@ -302,8 +302,8 @@ async def test_real_tiers_kill_restart_and_ctrl_c_drain(bundled_model, tmp_path)
         async with grpc.aio.insecure_channel(launcher.address) as channel:
             stub = router_service_pb2_grpc.RouterServiceStub(channel)
             await wait_for(lambda: _all_serving(stub), 60, "the router sees both tiers SERVING")
-            engines = [p for p in descendants(tier_server(launcher, "a").pid) if p.name.startswith("VLLM::")]
-            assert {p.name for p in engines} >= {"VLLM::EngineCore", "VLLM::Worker"}, engines
+            engines = [p for p in descendants(tier_server(launcher, "a").pid) if p.is_engine]
+            assert {p.cmdline for p in engines} >= {"VLLM::EngineCore", "VLLM::Worker"}, engines
             kill = await kill_a_tier_under_load(launcher, stub, "a", "b", max_tokens=16, restart_within_s=60,
                                                 after_open=STREAMS)
 
@@ -312,7 +312,7 @@ async def test_real_tiers_kill_restart_and_ctrl_c_drain(bundled_model, tmp_path)
             await wait_for(lambda: _breaker_lets_through(stub, "a"), 30, "a's breaker past OPEN")
             assert (await call(stub, 4, tier="a")).code == "OK"  # the probe that closes a's breaker
             recorded = mesh_processes(launcher)
-            engines = [p for p in recorded if p.name.startswith("VLLM::")]
+            engines = [p for p in recorded if p.is_engine]
             assert len(engines) >= 4 and all(p.pgid not in (launcher.pid, os.getpgid(0)) for p in engines)
             streams = [asyncio.create_task(call(stub, 32, tier=t, timeout=120)) for t in ("a", "b") * (STREAMS // 2)]
             await wait_for(lambda: _tiers_running(stub, STREAMS), 60, f"{STREAMS} streams running on the tiers")
