@@ -3,6 +3,7 @@
     listen: 127.0.0.1:50051            # router
     profiles: profiles/default.yaml
     policy: {...}  breaker: {...}  retry: {...}  observability: {...}
+    tls: {...}  upstream_tls: {...}  auth: {...}   # security, off unless set (docs/security.md)
     tiers:
       - name: bf16                     # what the router knows about the tier
         address: 127.0.0.1:50061
