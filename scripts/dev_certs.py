@@ -11,7 +11,8 @@ writes into certs/ (keys 0600):
     router-client.pem, .key        ... which the router presents to tiers (mutual TLS): nobody else can call a tier
     client-ca.pem                  the router's client_ca when callers must present certificates too
     client.pem, client.key         a caller's certificate signed by it
-    tokens                         `caller:token` lines, one random token per --caller (default: alice, bob)
+    tokens                         `caller:token` lines, one random token per --caller (default: alice, bob): the router's
+    alice.token, bob.token         each caller's token alone, for `qarr --token-file`
 
 Separate CAs matter: a tier trusts only certificates that router-ca signed, so a caller's own certificate
 (client-ca) does not open the tiers. docs/security.md shows the mesh file that uses these.
@@ -112,6 +113,8 @@ def make_pki(out: Path, hosts: tuple[str, ...] = DEFAULT_HOSTS, callers: tuple[s
     _write_pair(out, "client", *client_ca.issue("qarr-client", client=True))
     tokens = {name: secrets.token_urlsafe(32) for name in callers}
     _write(out / "tokens", "".join(f"{name}:{token}\n" for name, token in tokens.items()).encode(), secret=True)
+    for name, token in tokens.items():
+        _write(out / f"{name}.token", f"{token}\n".encode(), secret=True)
     return tokens
 
 

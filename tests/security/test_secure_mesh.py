@@ -13,10 +13,19 @@ import grpc
 import pytest
 import yaml
 
-from launcher.process import ServerProcess, free_port, local_env
+from launcher.process import REPO, ServerProcess, free_port, local_env
 from mesh.config import ClientTLS
 from qarr.v1 import tier_service_pb2, tier_service_pb2_grpc
 from tests.process_tree import descendants
+
+
+GRPCURL = REPO / ".venv/bin/grpcurl"
+
+
+def docs_grpcurl_line() -> str:
+    """The grpcurl line of docs/security.md, as written."""
+    line = next(l for l in (REPO / "docs/security.md").read_text().splitlines() if "grpcurl -cacert" in l)
+    return line.strip()
 
 
 def write_secure_mesh(pki, tmp_path: Path) -> Path:
@@ -60,11 +69,10 @@ def test_the_cli_reaches_a_locked_mesh_only_with_its_ca_and_a_token(secure_launc
     tier refuses a direct plaintext call."""
     launcher, path, tmp_path = secure_launcher
     target, ca = launcher.address, pki.path("ca.pem")
-    token_file = tmp_path / "alice.token"
-    token_file.write_text(pki.tokens["alice"] + "\n")
-    token_file.chmod(0o600)
+    token_file = pki.path("alice.token")  # as scripts/dev_certs.py writes it: the token alone, 0600
+    assert os.stat(token_file).st_mode & 0o777 == 0o600
 
-    done = qarr("generate", "hi", "--target", target, "--ca-file", ca, "--token-file", str(token_file), "--max-tokens", "3")
+    done = qarr("generate", "hi", "--target", target, "--ca-file", ca, "--token-file", token_file, "--max-tokens", "3")
     assert done.returncode == 0, done.stderr
     assert done.stdout == "alpha bravo charlie \n" and "finish=length" in done.stderr
     done = qarr("tiers", "--target", target, "--ca-file", ca, env={"QARR_TOKEN": pki.tokens["bob"]})
@@ -72,10 +80,18 @@ def test_the_cli_reaches_a_locked_mesh_only_with_its_ca_and_a_token(secure_launc
 
     done = qarr("generate", "hi", "--target", target, "--ca-file", ca)
     assert done.returncode == 2 and "Unauthenticated" in done.stderr and "missing or invalid bearer token" in done.stderr
-    done = qarr("generate", "hi", "--target", target, "--token-file", str(token_file), "--max-retries", "0", "--timeout", "5")
+    done = qarr("generate", "hi", "--target", target, "--token-file", token_file, "--max-retries", "0", "--timeout", "5")
     assert done.returncode == 2 and "Unavailable" in done.stderr
     done = qarr("health", "--target", target, "--ca-file", ca)
     assert (done.returncode, done.stdout) == (0, "SERVING\n"), done.stderr
+
+    grpcurl = docs_grpcurl_line().replace("certs/", f"{pki.dir}/").replace("127.0.0.1:50051", target)
+    if GRPCURL.exists():
+        listed = subprocess.run(["bash", "-c", grpcurl], capture_output=True, text=True, timeout=30, cwd=REPO)
+        assert listed.returncode == 0 and "qarr.v1.RouterService" in listed.stdout, listed.stderr
+        unauthenticated = subprocess.run(["bash", "-c", grpcurl.replace("Bearer $TOKEN", "Bearer nope")], capture_output=True,
+                                         text=True, timeout=30, cwd=REPO)
+        assert unauthenticated.returncode != 0 and "Unauthenticated" in unauthenticated.stderr
 
     mesh = yaml.safe_load(path.read_text())
     with grpc.insecure_channel(mesh["tiers"][0]["address"]) as channel:
