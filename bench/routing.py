@@ -74,7 +74,8 @@ def start_mesh(out: Path, mesh: MeshConfig, model_override: str | None, timeout:
             model = _resolve_model(t.model, model_override) if vllm else (t.model or "fake")
             if vllm and not Path(model).exists():
                 raise SystemExit(f"tier {t.name}: model folder {model} not found (make model, or --model DIR)")
-            serve = t.serve.model_copy(update={"log_level": "WARNING"})
+            # No /metrics ports: a mesh file's fixed ones would collide with a running mesh's.
+            serve = t.serve.model_copy(update={"log_level": "WARNING", "metrics_port": None})
             spec = t.model_copy(update={"address": f"127.0.0.1:{h.free_port()}", "model": model, "serve": serve})
             started.append((spec, tier_process(spec, log=out / f"tier-{t.name}.log").start()))
         h.wait_all(*(s for _, s in started), timeout=timeout)
