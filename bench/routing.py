@@ -36,9 +36,9 @@ DEFAULT_COST = {"fp32": 1.0, "bf16": 0.5, "fp16": 0.5, "fp8": 0.3, "w8a8": 0.3, 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mesh", default=str(h.REPO / "bench/meshes/cpu-2engines.yaml"),
-                   help="mesh file of the tiers to start (see bench/meshes/; default: two real CPU tiers, fp32 and bf16); "
-                        "addresses are replaced by free ports")
+    p.add_argument("--mesh", default=str(h.REPO / "bench/meshes/cpu-two-models.yaml"),
+                   help="mesh file of the tiers to start (see bench/meshes/; default: the bundled two-model mesh, "
+                        "SmolLM2-135M and Gemma 3 270M on CPU); addresses are replaced by free ports")
     p.add_argument("--model", help="model folder for every vLLM tier (overrides the mesh file's)")
     p.add_argument("--precise", help="the tier the pinned arm uses (default: the most accurate in the profiles)")
     p.add_argument("--eval-set", type=Path, default=DEFAULT_EVAL_SET, help="JSONL eval set (default: the golden set)")
