@@ -77,7 +77,7 @@ def start_mesh(out: Path, mesh: MeshConfig, model_override: str | None, timeout:
             # No /metrics ports: a mesh file's fixed ones would collide with a running mesh's.
             serve = t.serve.model_copy(update={"log_level": "WARNING", "metrics_port": None})
             spec = t.model_copy(update={"address": f"127.0.0.1:{h.free_port()}", "model": model, "serve": serve})
-            started.append((spec, tier_process(spec, log=out / f"tier-{t.name}.log").start()))
+            started.append((spec, tier_process(spec, log=out / f"tier-{t.name}.log", tls=mesh.upstream_tls).start()))
         h.wait_all(*(s for _, s in started), timeout=timeout)
     except BaseException:
         h.stop_all(s for _, s in reversed(started))
@@ -177,8 +177,9 @@ def run(args) -> dict:
         tiers = start_mesh(out.dir, mesh, args.model, args.start_timeout)
         servers += [s for _, s in tiers]
         specs = [t for t, _ in tiers]
+        upstream = {"upstream_tls": mesh.upstream_tls.model_dump(mode="json")} if mesh.upstream_tls else {}
         router = h.start_router(out.dir, specs, profiles=profiles_path,
-                                policy=mesh.policy.model_dump(mode="json")).wait_serving()
+                                policy=mesh.policy.model_dump(mode="json"), **upstream).wait_serving()
         servers.append(router)
         cost = costs(specs, profiles_path)
         # Warm-up: the router's first health answers, then one short request per tier.
