@@ -65,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         flags += ["--log-prompts"] if args.log_prompts else []
         return workers.run(args.workers, [sys.executable, "-m", "router", "--config", args.config, *flags], config)
     install_uvloop()
-    asyncio.run(serve(config, profiles, args.config, args.worker))
+    try:
+        asyncio.run(serve(config, profiles, args.config, args.worker))
+    except MeshConfigError as e:  # a certificate, key or tokens file that cannot be used
+        print(e, file=sys.stderr)
+        return 2
     return 0
 
 

@@ -29,6 +29,7 @@ from router.breaker import Breaker, State
 from router.choose import LiveState
 from router.live import LiveStats
 from router.pick import Pick, ReplicaView, pick_replica, stable_id
+from mesh.tls import open_channel
 
 log = logging.getLogger("qarr.router")
 
@@ -65,8 +66,10 @@ def channel_options(config: MeshConfig) -> tuple:
 
 
 def tier_channel(address: str, config: MeshConfig) -> grpc.aio.Channel:
-    """The router's channel to one replica of a tier (the one place channels to tiers are made)."""
-    return grpc.aio.insecure_channel(address, options=channel_options(config))
+    """The router's channel to one replica of a tier (the one place channels to tiers are made): TLS (mutual
+    when upstream_tls has a client certificate) or plaintext. Replicas found by DNS are dialled by IP: give
+    upstream_tls.server_name for the name their certificates carry."""
+    return open_channel(address, config.upstream_tls, channel_options(config))
 
 
 def new_breaker(config: BreakerConfig, clock: Callable[[], float]) -> Breaker:

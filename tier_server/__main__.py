@@ -7,11 +7,10 @@ import logging
 import os
 import sys
 
-from pydantic_settings import CliApp
-
+from mesh.config import MeshConfigError
 from mesh.observability import configure_logging
 from mesh.server import install_uvloop, stop_event_on_signals
-from tier_server.config import TierConfig
+from tier_server.config import TierConfig, load_tier_config
 
 
 def build_engine(cfg: TierConfig):
@@ -39,9 +38,19 @@ async def serve(cfg: TierConfig) -> None:
     stop = stop_event_on_signals()
     from mesh.observability import tracer_provider
 
+    from tier_server.limits import Limits
+    from tier_server.prompting import PromptFormat
+
     server = TierServer(
         build_engine(cfg), cfg.name, cfg.quantization, metrics_host=cfg.metrics_host, metrics_port=cfg.metrics_port,
         tracer_provider=tracer_provider("qarr-tier", cfg.otlp_endpoint, **{"qarr.tier": cfg.name}),
+        limits=Limits.for_tier(
+            cfg.max_model_len, max_request_bytes=cfg.max_request_bytes, max_prompt_bytes=cfg.max_prompt_bytes,
+            max_messages=cfg.max_messages,
+        ),
+        prompt_format=PromptFormat(cfg.prompt_template, tuple(cfg.stop)),
+        tls=cfg.tls, reflection=cfg.reflection,
+        health_address=f"{cfg.host}:{cfg.health_port}" if cfg.health_port is not None else None,
     )
     await server.start(f"{cfg.host}:{cfg.port}")
     await stop.wait()
@@ -50,7 +59,7 @@ async def serve(cfg: TierConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = CliApp.run(TierConfig, cli_args=sys.argv[1:] if argv is None else argv)
+    cfg = load_tier_config(sys.argv[1:] if argv is None else argv)
     configure_logging(cfg.log_format, cfg.log_level)
     # Offline by default: the model is a local folder, and no hub is reachable
     # on many of the machines this runs on.
@@ -58,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     if cfg.engine == "fake":
         install_uvloop()
-    asyncio.run(serve(cfg))
+    try:
+        asyncio.run(serve(cfg))
+    except MeshConfigError as e:  # a certificate or key file that cannot be used
+        print(e, file=sys.stderr)
+        return 2
     return 0
 
 
