@@ -17,7 +17,7 @@ model: setup
 	@$(PY) -m tier_server.prepare >/dev/null
 
 up: model
-	$(PY) -m mesh.launch --config mesh.yaml
+	$(PY) -m launcher --config mesh.yaml
 
 test: model
 	$(PY) scripts/gen_protos.py --check

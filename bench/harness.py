@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -20,7 +19,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from mesh.processes import REPO
+from launcher.process import REPO, ServerProcess, free_port, local_env as subprocess_env, stop_all as stop_servers
+from mesh.config import MeshConfig, TierSpec
+
 ROUTER_METHOD = "/qarr.v1.RouterService/Generate"
 TIER_METHOD = "/qarr.v1.TierService/Generate"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -29,49 +30,20 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 # ---------------------------------------------------------------- processes
 
-from mesh.processes import free_port, local_env as subprocess_env, wait_serving  # noqa: E402  (re-exported for the benchmarks)
-
-
-class Server:
-    """One server subprocess (tier, router or plain relay) on a free loopback port."""
+class Server(ServerProcess):
+    """One measured server (tier, router or plain relay) on a free loopback port, started at once
+    (launcher/process.py owns it); wait with `.wait_serving()`."""
 
     def __init__(self, name: str, argv: list[str], port: int, log: Path | None = None) -> None:
-        self.name = name
+        super().__init__(name, argv, f"127.0.0.1:{port}", log=log, stop_timeout_s=15.0)
         self.port = port
-        self.address = f"127.0.0.1:{port}"
-        self.log = log
-        out = open(log, "ab") if log else subprocess.DEVNULL
-        self.proc = subprocess.Popen(argv, env=subprocess_env(), cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-        if log:
-            out.close()
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def wait(self, timeout: float = 60.0) -> Server:
-        try:
-            wait_serving(self.address, self.proc, timeout)
-        except Exception:
-            self.stop()
-            tail = self.log.read_text(errors="replace")[-3000:] if self.log and self.log.exists() else ""
-            raise RuntimeError(f"{self.name} did not start:\n{tail}") from None
-        return self
+        self.start()
 
     def cpu_s(self) -> float:
         return cpu_seconds(self.pid)
 
     def rss(self) -> int:
         return rss_bytes(self.pid)
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def start_fake_tier(out: Path, name: str = "fake", token_delay_ms: float = 0.0) -> Server:
@@ -81,19 +53,20 @@ def start_fake_tier(out: Path, name: str = "fake", token_delay_ms: float = 0.0) 
     return Server(f"tier {name}", argv, port, out / f"tier-{name}.log")
 
 
-def write_router_config(path: Path, tiers: Sequence[dict]) -> Path:
+def write_router_config(path: Path, tiers: Sequence[TierSpec | dict]) -> Path:
+    """A mesh file for the router alone (tiers already running), validated like any mesh file."""
     import yaml
 
-    keys = ("name", "address", "model", "quantization", "max_model_len")
     # Admission limits above the largest load a benchmark offers (1,000 open streams), so the
     # benchmarks measure the relay rather than the router's deliberate RESOURCE_EXHAUSTED.
     limit = {"max_in_flight": 4096}
-    config = {"tiers": [{**{k: t[k] for k in keys if k in t}, **limit} for t in tiers], "grace_seconds": 1, **limit}
-    path.write_text(yaml.safe_dump(config))
+    specs = [(t if isinstance(t, TierSpec) else TierSpec.model_validate(t)).model_copy(update=limit) for t in tiers]
+    config = MeshConfig(tiers=specs, grace_seconds=1, **limit)
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_defaults=True), sort_keys=False))
     return path
 
 
-def start_router(out: Path, tiers: Sequence[dict], log_level: str = "INFO", tag: str = "router") -> Server:
+def start_router(out: Path, tiers: Sequence[TierSpec | dict], log_level: str = "INFO", tag: str = "router") -> Server:
     """The real router (`python -m router`), logging at its production level into a file."""
     port = free_port()
     config = write_router_config(out / f"{tag}.yaml", tiers)
@@ -322,24 +295,23 @@ class Output:
         return path
 
 
-def stop_all(servers: Iterable[Server | LoadGen | None]) -> None:
-    """SIGTERM every server at once (their grace periods overlap), then wait for each."""
+def stop_all(servers: Iterable[ServerProcess | LoadGen | None]) -> None:
+    """Stop every server at once (their grace periods overlap) and close the load generators."""
     servers = [s for s in servers if s is not None]
+    stop_servers(s for s in servers if isinstance(s, ServerProcess))
     for s in servers:
-        if isinstance(s, Server) and s.proc.poll() is None:
-            s.proc.send_signal(signal.SIGTERM)
-    for s in servers:
-        try:
-            s.close() if isinstance(s, LoadGen) else s.stop()
-        except Exception as e:  # keep stopping the others
-            print(f"stopping {getattr(s, 'name', s)}: {e}", file=sys.stderr)
+        if isinstance(s, LoadGen):
+            try:
+                s.close()
+            except Exception as e:  # keep stopping the others
+                print(f"stopping the load generator: {e}", file=sys.stderr)
 
 
-def wait_all(*servers: Server, timeout: float = 60.0) -> None:
-    """Wait until every server (started in parallel) says SERVING."""
+def wait_all(*servers: ServerProcess, timeout: float = 60.0) -> None:
+    """Wait until every server (started in parallel) says SERVING; stop them all if one does not."""
     try:
         for s in servers:
-            s.wait(timeout)
+            s.wait_serving(timeout)
     except BaseException:
         stop_all(servers)
         raise

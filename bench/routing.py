@@ -13,27 +13,25 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 from collections import Counter
 from pathlib import Path
 
-import yaml
-
 from bench import harness as h
 from bench.evalset import Item, load_items
+from launcher.process import ServerProcess, tier_process
+from mesh.config import MeshConfig, MeshConfigError, TierSpec, load_mesh
 
 # Relative cost per million tokens when neither the mesh file nor a profiles file says.
 DEFAULT_COST = {"fp32": 1.0, "bf16": 0.5, "fp16": 0.5, "fp8": 0.3, "w8a8": 0.3, "int8": 0.3, "awq": 0.2,
                 "gptq": 0.2, "w4a16": 0.2}
-SERVE_FLAGS = ("engine", "dtype", "vllm_quantization", "kv_cache_gib", "max_num_seqs", "fake_token_delay_ms",
-               "grace_seconds")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mesh", default=str(h.REPO / "bench/meshes/cpu-2engines.yaml"),
-                   help="tiers to start (see bench/meshes/; default: two real CPU tiers, fp32 and bf16)")
+                   help="mesh file of the tiers to start (see bench/meshes/; default: two real CPU tiers, fp32 and bf16); "
+                        "addresses are replaced by free ports")
     p.add_argument("--model", help="model folder for every vLLM tier (overrides the mesh file's)")
-    p.add_argument("--precise", help="the tier the pinned arm uses (default: the one marked precise, else the first)")
+    p.add_argument("--precise", help="the tier the pinned arm uses (default: the mesh file's first tier)")
     p.add_argument("--eval-set", help="a .jsonl file or a folder of them (default: evals/ if present, else built-in)")
     p.add_argument("--profiles", default=str(h.REPO / "profiles/default.yaml"),
                    help="profiles file (router/profiles.py schema) the router routes on; also gives cost per million tokens")
@@ -58,28 +56,19 @@ def _resolve_model(model: str, override: str | None) -> str:
     return str(p if p.is_absolute() else h.REPO / p)
 
 
-def start_mesh(out: Path, mesh: dict, model_override: str | None, timeout: float) -> list[tuple[dict, h.Server]]:
+def start_mesh(out: Path, mesh: MeshConfig, model_override: str | None, timeout: float) -> list[tuple[TierSpec, ServerProcess]]:
+    """Every tier of the mesh file on a free port (the file's addresses are placeholders), SERVING."""
     started = []
     try:
-        for t in mesh["tiers"]:
-            serve = dict(t.get("serve") or {})
-            unknown = set(serve) - set(SERVE_FLAGS)
-            if unknown:
-                raise SystemExit(f"tier {t['name']}: unknown serve options {sorted(unknown)}")
-            engine = serve.get("engine", "vllm")
-            model = _resolve_model(t["model"], model_override) if engine == "vllm" else t.get("model", "fake")
-            if engine == "vllm" and not Path(model).exists():
-                raise SystemExit(f"tier {t['name']}: model folder {model} not found (make model, or --model DIR)")
-            port = h.free_port()
-            argv = [sys.executable, "-m", "tier_server", "--name", t["name"], "--port", str(port), "--model", model,
-                    "--quantization", t.get("quantization", ""), "--max-model-len", str(t.get("max_model_len", 2048)),
-                    "--log-level", "WARNING"]
-            for k, v in serve.items():
-                argv += [f"--{k.replace('_', '-')}", str(v)]
-            server = h.Server(f"tier {t['name']}", argv, port, out / f"tier-{t['name']}.log")
-            started.append(({**t, "address": server.address}, server))
-        for _, s in started:
-            s.wait(timeout)
+        for t in mesh.tiers:
+            vllm = t.serve.engine == "vllm"
+            model = _resolve_model(t.model, model_override) if vllm else (t.model or "fake")
+            if vllm and not Path(model).exists():
+                raise SystemExit(f"tier {t.name}: model folder {model} not found (make model, or --model DIR)")
+            serve = t.serve.model_copy(update={"log_level": "WARNING"})
+            spec = t.model_copy(update={"address": f"127.0.0.1:{h.free_port()}", "model": model, "serve": serve})
+            started.append((spec, tier_process(spec, log=out / f"tier-{t.name}.log").start()))
+        h.wait_all(*(s for _, s in started), timeout=timeout)
     except BaseException:
         h.stop_all(s for _, s in reversed(started))
         raise
@@ -119,7 +108,7 @@ def requests_for(plan: list[dict], arm: str, precise: str, args) -> list[dict]:
     return reqs
 
 
-def costs(tiers: list[dict], profiles_path: str | None) -> dict[str, float]:
+def costs(tiers: list[TierSpec], profiles_path: str | None) -> dict[str, float]:
     prof = {}
     if profiles_path:
         from router.profiles import load_profiles
@@ -127,22 +116,27 @@ def costs(tiers: list[dict], profiles_path: str | None) -> dict[str, float]:
         prof = {name: p.cost_per_million_tokens for name, p in load_profiles(profiles_path).tiers.items()}
     out = {}
     for t in tiers:
-        if t.get("cost_per_million_tokens") is not None:
-            out[t["name"]] = float(t["cost_per_million_tokens"])
-        elif prof.get(t["name"]):
-            out[t["name"]] = prof[t["name"]]
+        if t.cost_per_million_tokens is not None:
+            out[t.name] = t.cost_per_million_tokens
+        elif prof.get(t.name):
+            out[t.name] = prof[t.name]
         else:
-            q = str(t.get("quantization", "")).lower()
-            out[t["name"]] = next((v for k, v in DEFAULT_COST.items() if k in q), 0.5)
+            q = t.quantization.lower()
+            out[t.name] = next((v for k, v in DEFAULT_COST.items() if k in q), 0.5)
     return out
 
 
 def run(args) -> dict:
     out = h.Output("routing", args.out)
-    mesh = yaml.safe_load(Path(args.mesh).read_text())
+    try:
+        mesh = load_mesh(args.mesh)
+    except MeshConfigError as e:
+        raise SystemExit(str(e)) from None
     eval_path = args.eval_set or (str(h.REPO / "evals") if (h.REPO / "evals").is_dir() and any((h.REPO / "evals").glob("*.jsonl")) else None)
     items, source = load_items(eval_path)
-    precise = args.precise or next((t["name"] for t in mesh["tiers"] if t.get("precise")), mesh["tiers"][0]["name"])
+    precise = args.precise or mesh.tiers[0].name
+    if precise not in {t.name for t in mesh.tiers}:
+        raise SystemExit(f"--precise {precise}: no such tier in {args.mesh}")
     print(f"eval items: {len(items)} ({sum(i.complex for i in items)} complex) from {source}; pinned tier: {precise}", flush=True)
     arms = ("pinned", "routed")
     results: dict = {a: [] for a in arms}
@@ -154,13 +148,13 @@ def run(args) -> dict:
         tiers = start_mesh(out.dir, mesh, args.model, args.start_timeout)
         servers += [s for _, s in tiers]
         specs = [t for t, _ in tiers]
-        router = h.start_router(out.dir, specs).wait()
+        router = h.start_router(out.dir, specs).wait_serving()
         servers.append(router)
         cost = costs(specs, args.profiles)
         # Warm-up: the router's first health answers, then one short request per tier.
         lg.until_ok(router.address, h.ROUTER_METHOD)
         for t in specs:
-            lg.open_loop(router.address, [{"at_s": 0, "prompt": "Hello", "max_tokens": 4, "tier": t["name"]}], timeout=120)
+            lg.open_loop(router.address, [{"at_s": 0, "prompt": "Hello", "max_tokens": 4, "tier": t.name}], timeout=120)
         for r in range(args.rounds):
             plan = schedule(items, args, args.seed + r)
             for arm in h.rotated(arms, r):
@@ -214,7 +208,7 @@ def run(args) -> dict:
     rows.append(["routed/pinned", "", f2(rv["p50_ratio"]), f2(rv["p95_ratio"]), "", "", f2(rv["throughput_ratio"]),
                  f2(rv["tokens_per_s_ratio"]), f"{rv['accuracy_diff_pt']:+.1f} pt", "", "", f"×{rv['cost_ratio']:.2f}", ""])
     out.result.update(stats=stats, results=results, eval_source=source, precise=precise, cost_per_million=cost,
-                      mesh=mesh, params={k: v for k, v in vars(args).items() if k != "func"})
+                      mesh=mesh.model_dump(mode="json", exclude_defaults=True), params={k: v for k, v in vars(args).items() if k != "func"})
     out.print_table(
         "routing",
         f"Routed versus pinned to {precise} ({args.requests} requests × {args.rounds} rounds per arm, Poisson {args.rate:g}/s, "

@@ -59,16 +59,16 @@ def run(args) -> dict:
     servers: list = []
     try:
         lg = h.LoadGen(out.dir)
-        tier = h.start_fake_tier(out.dir, "paced", args.token_ms).wait()
+        tier = h.start_fake_tier(out.dir, "paced", args.token_ms).wait_serving()
         servers += [lg, tier]
         for r in range(args.rounds):
             for i, n in enumerate(args.streams):
                 for arm in h.rotated(arms, r + i):
                     proxy = None
                     if arm == "router":
-                        proxy = h.start_router(out.dir, [{"name": "paced", "address": tier.address}], tag=f"router-{n}").wait()
+                        proxy = h.start_router(out.dir, [{"name": "paced", "address": tier.address}], tag=f"router-{n}").wait_serving()
                     elif arm == "relay":
-                        proxy = h.start_plain_relay(out.dir, tier.address, tag=f"relay-{n}").wait()
+                        proxy = h.start_plain_relay(out.dir, tier.address, tag=f"relay-{n}").wait_serving()
                     target = proxy.address if proxy else tier.address
                     try:
                         lg.until_ok(target, METHOD[arm])

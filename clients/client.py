@@ -2,9 +2,14 @@
 
 Retries (gRFC A6, AIP-194): a Generate call is committed once its first
 message arrives. Before that, `Unavailable` and `ResourceExhausted` are retried
-with exponential backoff (0.1 s doubling to 2 s, plus up to 0.1 s of jitter), at
-most `max_retries` times and never past the call's deadline. A stream that delivered a message is never replayed: a
-failure after that is raised to the caller as it is.
+with exponential backoff (0.1 s doubling to 2 s, plus up to 0.1 s of jitter, at
+least the server's retry pushback), at most `max_retries` times and never past
+the call's deadline — unless the router says it already retried (a negative
+`grpc-retry-pushback-ms`: NO_HEALTHY_TIER, TIERS_FULL, a tier that failed after
+the router's own retries), so attempts never multiply. What the SDK retries is
+what never reached a router or a router refused at admission (ROUTER_FULL). A
+stream that delivered a message is never replayed: a failure after that is
+raised to the caller as it is.
 """
 
 from __future__ import annotations
@@ -15,10 +20,10 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from tenacity import AsyncRetrying, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from clients._convert import build_request, to_chunk, to_completion, to_tier
-from clients.errors import DeadlineExceeded, QarrError, ResourceExhausted, Unavailable, from_rpc_error
+from clients.errors import DeadlineExceeded, QarrError, from_rpc_error
 from clients.types import Chunk, Completion, Tier
 from qarr.v1 import router_service_pb2 as pb, router_service_pb2_grpc
 
@@ -35,7 +40,10 @@ CHANNEL_OPTIONS = (
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
 )
-RETRYABLE: tuple[type[QarrError], ...] = (Unavailable, ResourceExhausted)
+
+
+def _retryable(e: BaseException) -> bool:
+    return isinstance(e, QarrError) and e.retryable
 
 
 class _Settings:
@@ -66,10 +74,16 @@ class _Settings:
         def past_deadline(state) -> bool:
             return deadline is not None and time.monotonic() + (getattr(state, "upcoming_sleep", 0.0) or 0.0) >= deadline
 
+        backoff = wait_exponential_jitter(initial=0.1, max=2.0, jitter=0.1)
+
+        def wait(state) -> float:
+            pushback = getattr(state.outcome.exception(), "retry_after_s", None) if state.outcome else None
+            return max(backoff(state), pushback or 0.0)
+
         return dict(
-            retry=retry_if_exception_type(RETRYABLE),
+            retry=retry_if_exception(_retryable),
             stop=stop_after_attempt(self.max_retries + 1) | past_deadline,
-            wait=wait_exponential_jitter(initial=0.1, max=2.0, jitter=0.1),
+            wait=wait,
             reraise=True,
         )
 

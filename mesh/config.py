@@ -137,6 +137,14 @@ class RetryConfig(Strict):
     backoff_max_s: float = Field(0.5, ge=0)
 
 
+class RequestLimits(Strict):
+    """What the router accepts before any tokenizing or routing; beyond it INVALID_ARGUMENT."""
+
+    max_prompt_bytes: int = Field(1 << 20, gt=0, description="UTF-8 bytes of prompt plus every message's content")
+    max_messages: int = Field(512, gt=0)
+    max_request_id_chars: int = Field(128, gt=0)
+
+
 class MeshConfig(Strict):
     """The whole mesh: the router's settings and its tiers."""
 
@@ -161,6 +169,7 @@ class MeshConfig(Strict):
     drain_notice_seconds: float = Field(1.0, ge=0)
     # /metrics port, OTLP endpoint, prompt logging (docs/observability.md).
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+    limits: RequestLimits = Field(default_factory=RequestLimits)
 
     @field_validator("tiers")
     @classmethod

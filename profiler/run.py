@@ -8,6 +8,7 @@ import os
 import platform
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from profiler.evaluate import EvalResult, evaluate
 from profiler.gate import apply_gate, default_reference
 from profiler.measure import Speed, TierProbe, percentile
 from profiler.memory import PeakMemorySampler, pid_listening_on
-from profiler.tiers import StartedTier, TierSpec, is_serving
+from launcher.process import is_serving, tier_process
+from profiler.tiers import TierSpec
 from profiler.tokens import tokens_per_word
 from router.profiles import SCHEMA_VERSION, Profiles, TierProfile
 
@@ -112,15 +114,21 @@ async def _measure(spec: TierSpec, items: list[EvalItem], s: ProfileSettings, pr
 def measure_tier(spec: TierSpec, items: list[EvalItem], s: ProfileSettings, progress: Progress,
                  speed: bool = True) -> TierMeasurement:
     """Start the tier (or use the running one), measure it while sampling its memory, stop it."""
-    started = None
+    started, start_s = None, 0.0
     if s.start_tiers:
         if is_serving(spec.address):
             raise SystemExit(f"tier {spec.name}: something already serves {spec.address}; "
                              "use --running to profile running tiers")
         console.print(f"[bold]{spec.name}[/]: starting tier server ({spec.quantization}, {spec.model})")
-        started = StartedTier(spec, s.log_dir / f"{spec.name}.log", s.start_timeout_s).__enter__()
-        pid = started.proc.pid
-        console.print(f"[bold]{spec.name}[/]: SERVING after {started.start_s:.0f} s")
+        started = tier_process(spec, log=s.log_dir / f"{spec.name}.log").start()
+        try:
+            started.wait_serving(s.start_timeout_s, poll_s=0.5)
+        except BaseException:  # Ctrl-C while it starts: stop it too
+            started.stop()
+            raise
+        start_s = time.monotonic() - started.started_at
+        pid = started.pid
+        console.print(f"[bold]{spec.name}[/]: SERVING after {start_s:.0f} s")
     else:
         if not is_serving(spec.address):
             raise SystemExit(f"tier {spec.name}: nothing SERVING at {spec.address} (drop --running to start it)")
@@ -132,7 +140,7 @@ def measure_tier(spec: TierSpec, items: list[EvalItem], s: ProfileSettings, prog
         if started:
             started.stop()
     return TierMeasurement(spec=spec, speed=sp, peak_memory_bytes=mem.peak_bytes, evals=evals,
-                           tokens_per_word=_tokens_per_word(spec.model), start_s=started.start_s if started else 0.0,
+                           tokens_per_word=_tokens_per_word(spec.model), start_s=start_s,
                            by_category=evals.by_category(items))
 
 

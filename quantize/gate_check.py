@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
+from launcher.process import free_port
 from profiler.evalset import load_eval_set, sample
 from profiler.gate import GateResult, apply_gate
 from profiler.run import ProfileSettings, _progress, measure_tier
 from mesh.config import ServeConfig, TierSpec
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _spec(name: str, model: Path, label: str, dtype: str, max_model_len: int, kv_cache_gib: float) -> TierSpec:
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     return TierSpec(name=name, address=address, model=str(model), quantization=label, max_model_len=max_model_len,
                     serve=ServeConfig(dtype=dtype, kv_cache_gib=kv_cache_gib))
 

@@ -8,7 +8,7 @@ import sys
 
 from mesh.observability import ObservabilityConfig, configure_logging
 from mesh.server import install_uvloop, stop_event_on_signals
-from mesh.config import MeshConfig
+from mesh.config import MeshConfig, MeshConfigError
 from router.profiles import Profiles
 from router.reload import load_both
 
@@ -38,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(args.log_format, args.log_level)
     # A broken file at start is fatal (there is no last good one); later edits reload live.
-    config, profiles = load_both(args.config)
+    try:
+        config, profiles = load_both(args.config)
+    except MeshConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
     if args.listen:
         config = config.model_copy(update={"listen": args.listen})
     overrides = {k: v for k in ("metrics_port", "metrics_host", "otlp_endpoint", "log_prompts") if (v := getattr(args, k)) is not None}

@@ -2,8 +2,9 @@
 
 Health comes from two feeds: grpc.health.v1 Watch (pushed at once) and Check on
 an interval with a deadline (catches a tier that hangs without closing its
-connection). NOT_SERVING from either trips the breaker. Load comes from GetLoad
-polled on an interval, and from the last message of each stream (relay.py).
+connection). NOT_SERVING from either trips the breaker; SERVING again lets it
+probe at once (HALF_OPEN). Load comes from GetLoad polled on an interval, and
+from the last message of each stream (core.py).
 """
 
 from __future__ import annotations
@@ -31,12 +32,16 @@ CHANNEL_OPTIONS = (
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.keepalive_permit_without_calls", 1),
-    # Reconnect quickly when a tier comes back (the default backoff grows to 120 s).
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 2_000),
 )
 TIER_SERVICE = tier_service_pb2.DESCRIPTOR.services_by_name["TierService"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+def channel_options(config: MeshConfig) -> tuple:
+    """Reconnect within half a health interval when a tier comes back (gRPC's default backoff grows to
+    120 s), so the router sees it SERVING and becomes ready again within one interval."""
+    backoff_ms = max(100, min(2_000, int(config.health_interval_s * 500)))
+    return (*CHANNEL_OPTIONS, ("grpc.initial_reconnect_backoff_ms", min(200, backoff_ms)), ("grpc.max_reconnect_backoff_ms", backoff_ms))
 
 
 def new_breaker(config: BreakerConfig, clock: Callable[[], float]) -> Breaker:
@@ -44,11 +49,13 @@ def new_breaker(config: BreakerConfig, clock: Callable[[], float]) -> Breaker:
 
 
 class Backend:
-    def __init__(self, spec: TierSpec, config: MeshConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, spec: TierSpec, config: MeshConfig, clock: Callable[[], float] = time.monotonic, changed: asyncio.Event | None = None
+    ) -> None:
         self.spec = spec
         self.name = spec.name
         self.config = config
-        self.channel = grpc.aio.insecure_channel(spec.address, options=CHANNEL_OPTIONS)
+        self.channel = grpc.aio.insecure_channel(spec.address, options=channel_options(config))
         # Bytes in, bytes out: the router forwards request and chunks without re-encoding.
         self.generate = self.channel.unary_stream("/qarr.v1.TierService/Generate")
         self.tier_stub = tier_service_pb2_grpc.TierServiceStub(self.channel)
@@ -57,6 +64,7 @@ class Backend:
         self.serving: bool | None = None  # None: not heard from yet
         self.load = common_pb2.Load()
         self.in_flight = 0
+        self.changed = changed if changed is not None else asyncio.Event()  # set on every health change
         self._tasks: list[asyncio.Task] = []
 
     def start(self) -> None:
@@ -116,7 +124,11 @@ class Backend:
                 # Trip on the fall only: a tier never seen SERVING is not eligible anyway, and
                 # should not start its life with an open breaker because its first check was slow.
                 self.breaker.trip()
-        self.serving = serving
+            elif serving and self.serving is False:
+                # Back from NOT_SERVING: let probe calls find out now rather than after the open time.
+                self.breaker.probe_now()
+            self.serving = serving
+            self.changed.set()
 
     def reconfigure(self, spec: TierSpec, config: MeshConfig) -> None:
         """New settings for the same address (config reload); breaker state and counters stay."""
@@ -137,7 +149,8 @@ class Backend:
 class BackendPool:
     def __init__(self, config: MeshConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self.backends = {s.name: Backend(s, config, clock) for s in config.tiers}
+        self.changed = asyncio.Event()  # set when any tier's health changes
+        self.backends = {s.name: Backend(s, config, clock, self.changed) for s in config.tiers}
         self._started = False
 
     def start(self) -> None:
@@ -155,11 +168,12 @@ class BackendPool:
             if b is not None and b.spec.address == spec.address:
                 b.reconfigure(spec, config)
             else:
-                b = Backend(spec, config, self.clock)
+                b = Backend(spec, config, self.clock, self.changed)
                 if self._started:
                     b.start()
             new[spec.name] = b
         self.backends = new
+        self.changed.set()
         return [b for name, b in old.items() if new.get(name) is not b]
 
     @staticmethod

@@ -1,7 +1,7 @@
 """A circuit breaker per tier, with an injected clock.
 
 CLOSED --N consecutive failures, or health NOT_SERVING--> OPEN
-OPEN   --open time elapsed--> HALF_OPEN (a few probe calls may pass)
+OPEN   --open time elapsed, or health SERVING again--> HALF_OPEN (a few probe calls may pass)
 HALF_OPEN --a probe succeeds--> CLOSED;  --a probe fails, or NOT_SERVING--> OPEN again
 
 Each re-open doubles the open time (base, 2*base, 4*base ... up to a cap).
@@ -92,6 +92,12 @@ class Breaker:
         self._failures += 1
         if self._state is State.CLOSED and self._failures >= self.failure_threshold:
             self.trip()
+
+    def probe_now(self) -> None:
+        """OPEN -> HALF_OPEN at once (the tier's health says it is back); other states stay."""
+        if self._state is State.OPEN:
+            self._state = State.HALF_OPEN
+            self._probes = 0
 
     def trip(self) -> None:
         """Open now (consecutive failures, a failed probe, or a NOT_SERVING health status)."""

@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from mesh.config import PolicyConfig, TierSpec
+from mesh.config import PolicyConfig, TierSpec, default_max_tokens
+from router.errors import InvalidRequest, NoTierAvailable, Overloaded, TiersBusy, UnknownTier, clip
 from router.profiles import TierProfile
 
 PINNED = "pinned"
@@ -28,22 +29,15 @@ FALLBACK = "fallback_most_accurate"
 DIVERTED = "kv_pressure_diverted"
 
 
-class NoTier(Exception):
-    """No tier can serve this request. `code` is the gRPC status name that fits, `reason` the ErrorInfo reason."""
-
-    def __init__(self, message: str, reason: str, code: str = "UNAVAILABLE") -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.code = code
-
-
 @dataclass(frozen=True, slots=True)
 class RequestView:
     """What choose_tier needs from a request."""
 
-    max_tokens: int
-    # Prompt tokens per tier name: an exact count or an upper bound (see router/tokens.py).
+    max_tokens: int | None  # None: the caller set none; the tier then uses default_max_tokens
+    # Per tier name, prompt tokens the router counted with the tier's tokenizer (the caller's text only:
+    # at most what the tier counts). Absent: not counted (the byte bound proved it fits, or no tokenizer).
     prompt_tokens: Mapping[str, int]
+    prompt_bytes: int = 0  # UTF-8 bytes of the caller's text: the estimate where no count exists
     pinned: str = ""
     latency_budget_ms: float = 0.0  # 0: the class default
     min_accuracy: float | None = None  # None: the class default
@@ -76,12 +70,12 @@ def choose_tier(
     live_state: Mapping[str, LiveState],
     policy: PolicyConfig,
 ) -> list[Candidate]:
-    """Candidates best first; raises NoTier when none is eligible."""
+    """Candidates best first; raises a RouteError (router/errors.py) when none is eligible."""
     if request.pinned:
         return [_pinned(request, tiers, live_state)]
     eligible = _eligible(request, tiers, profiles, live_state)
     budget, floor = _needs(request, policy)
-    predicted = {t.name: predict_ms(profiles.get(t.name), live_state[t.name], request, t.name) for t in eligible}
+    predicted = {t.name: predict_ms(profiles.get(t.name), live_state[t.name], request, t) for t in eligible}
     meeting = [
         t for t in eligible
         if predicted[t.name] is not None and predicted[t.name] <= budget and profiles[t.name].accuracy >= floor
@@ -94,17 +88,26 @@ def choose_tier(
     return _divert_pressure(candidates, live_state, policy.kv_pressure_threshold)
 
 
+UNAVAILABLE, BUSY, TOO_LONG, MAYBE_TOO_LONG = "unavailable", "busy", "too_long", "maybe_too_long"
+BYTES_PER_TOKEN = 4  # a typical BPE rate, for estimates only (never for refusing a request)
+
+
 def _refusal(request: RequestView, tier: TierSpec, live: LiveState | None) -> tuple[str, str] | None:
-    """(gRPC code, why) when the tier cannot take this request now, else None."""
+    """(kind, why) when the tier cannot take this request now, else None."""
     if live is None or not live.serving:
-        return "UNAVAILABLE", "not serving"
+        return UNAVAILABLE, "not serving"
     if not live.breaker_allows:
-        return "UNAVAILABLE", "circuit breaker open"
+        return UNAVAILABLE, "circuit breaker open"
     if live.in_flight >= tier.max_in_flight:
-        return "RESOURCE_EXHAUSTED", f"at its limit of {tier.max_in_flight} streams"
-    needed = request.prompt_tokens.get(tier.name, 0) + request.max_tokens
-    if needed > tier.max_model_len:
-        return "INVALID_ARGUMENT", f"prompt + max_tokens = {needed} tokens > max_model_len {tier.max_model_len}"
+        return BUSY, f"at its limit of {tier.max_in_flight} streams"
+    # With no max_tokens the tier generates into whatever room is left, so one token of room is enough.
+    room = request.max_tokens if request.max_tokens is not None else 1
+    counted = request.prompt_tokens.get(tier.name)
+    if counted is not None and counted + room > tier.max_model_len:
+        return TOO_LONG, f"prompt ({counted} tokens) + max_tokens needs {counted + room} > max_model_len {tier.max_model_len}"
+    if counted is None and request.prompt_bytes + room > tier.max_model_len:
+        # No count (no tokenizer): the byte bound cannot prove it fits. Prefer tiers where it surely fits.
+        return MAYBE_TOO_LONG, f"may not fit max_model_len {tier.max_model_len} (no tokenizer to count)"
     return None
 
 
@@ -112,12 +115,16 @@ def _pinned(request: RequestView, tiers: Sequence[TierSpec], live_state: Mapping
     by_name = {t.name: t for t in tiers}
     tier = by_name.get(request.pinned)
     if tier is None:
-        raise NoTier(f"routing.tier {request.pinned!r} is not a known tier; known tiers: {list(by_name)}", "UNKNOWN_TIER", "INVALID_ARGUMENT")
+        raise UnknownTier(f"routing.tier {clip(request.pinned)!r} is not a known tier; known tiers: {list(by_name)}")
     refusal = _refusal(request, tier, live_state.get(tier.name))
-    if refusal:
-        code, why = refusal
-        reason = {"INVALID_ARGUMENT": "PROMPT_TOO_LONG", "RESOURCE_EXHAUSTED": "TIER_FULL"}.get(code, "TIER_UNAVAILABLE")
-        raise NoTier(f"pinned tier {tier.name} cannot take this request: {why}", reason, code)
+    if refusal and refusal[0] != MAYBE_TOO_LONG:  # pinned: where the router cannot count, the tier decides
+        kind, why = refusal
+        message = f"pinned tier {tier.name} cannot take this request: {why}"
+        if kind == TOO_LONG:
+            raise InvalidRequest(message, "PROMPT_TOO_LONG")
+        if kind == BUSY:
+            raise Overloaded(message, "TIER_FULL")
+        raise NoTierAvailable(message, "TIER_UNAVAILABLE")
     return Candidate(tier.name, PINNED)
 
 
@@ -126,7 +133,7 @@ def _eligible(request, tiers, profiles, live_state) -> list[TierSpec]:
     for tier in tiers:
         profile = profiles.get(tier.name)
         if profile is not None and not profile.routable:
-            refusals[tier.name] = ("UNAVAILABLE", f"not routable ({profile.not_routable_reason or 'profiler'})")
+            refusals[tier.name] = (UNAVAILABLE, f"not routable ({profile.not_routable_reason or 'profiler'})")
             continue
         refusal = _refusal(request, tier, live_state.get(tier.name))
         if refusal:
@@ -135,13 +142,16 @@ def _eligible(request, tiers, profiles, live_state) -> list[TierSpec]:
             eligible.append(tier)
     if eligible:
         return eligible
-    codes = {code for code, _ in refusals.values()}
+    maybe = [t for t in tiers if refusals.get(t.name, ("",))[0] == MAYBE_TOO_LONG]
+    if maybe:
+        return maybe  # no tier surely fits; those the router could not count decide for themselves
+    kinds = {kind for kind, _ in refusals.values()}
     why = "; ".join(f"{name}: {w}" for name, (_, w) in refusals.items())
-    if codes == {"INVALID_ARGUMENT"}:
-        raise NoTier(f"the prompt does not fit any tier's context ({why})", "PROMPT_TOO_LONG", "INVALID_ARGUMENT")
-    if "RESOURCE_EXHAUSTED" in codes:
-        raise NoTier(f"every tier that could serve this is busy ({why})", "TIERS_FULL", "RESOURCE_EXHAUSTED")
-    raise NoTier(f"no tier can serve now ({why})", "NO_HEALTHY_TIER", "UNAVAILABLE")
+    if kinds == {TOO_LONG}:
+        raise InvalidRequest(f"the prompt does not fit any tier's context ({why})", "PROMPT_TOO_LONG")
+    if BUSY in kinds:
+        raise TiersBusy(f"every tier that could serve this is busy ({why})")
+    raise NoTierAvailable(f"no tier can serve now ({why})")
 
 
 def _needs(request: RequestView, policy: PolicyConfig) -> tuple[float, float]:
@@ -152,17 +162,19 @@ def _needs(request: RequestView, policy: PolicyConfig) -> tuple[float, float]:
     return budget, floor
 
 
-def predict_ms(profile: TierProfile | None, live: LiveState, request: RequestView, name: str) -> float | None:
+def predict_ms(profile: TierProfile | None, live: LiveState, request: RequestView, tier: TierSpec) -> float | None:
     """TTFT (waiting requests queue ahead) + prefill + max_tokens at the per-stream decode rate
     with this request added to those running. None without a profile."""
     if profile is None:
         return None
+    prompt = max(request.prompt_tokens.get(tier.name, 0), request.prompt_bytes // BYTES_PER_TOKEN)
+    max_tokens = request.max_tokens if request.max_tokens is not None else default_max_tokens(prompt, tier.max_model_len)
     streams = max(live.running, live.in_flight) + 1
     per_stream = profile.decode_tps_c1 / streams
     if profile.decode_tps_cn > 0:
         per_stream = min(profile.decode_tps_c1, profile.decode_tps_cn / streams)
-    prefill = request.prompt_tokens.get(name, 0) / profile.prompt_tps * 1000 if profile.prompt_tps > 0 else 0.0
-    return profile.ttft_ms_p50 * (1 + live.waiting) + prefill + request.max_tokens / per_stream * 1000
+    prefill = prompt / profile.prompt_tps * 1000 if profile.prompt_tps > 0 else 0.0
+    return profile.ttft_ms_p50 * (1 + live.waiting) + prefill + max_tokens / per_stream * 1000
 
 
 def _by_utility(tiers, profiles, predicted, policy: PolicyConfig) -> list[TierSpec]:

@@ -1,4 +1,4 @@
-"""Start and stop the router: backends, health and load watching, hot reload, RouterService."""
+"""Start and stop the router: backends, health and load watching, readiness, hot reload, RouterService."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from qarr.v1 import router_service_pb2
 from router.backends import BackendPool
 from mesh.config import MeshConfig
 from router.profiles import Profiles
-from router.relay import RouterServicer, handlers
+from router.core import Router
+from router.grpc_service import RouterService, handlers
 from router.reload import Reloader
 from router.telemetry import RouterTelemetry, prices_from
 from mesh.observability import MetricsServer, start_metrics_server
@@ -40,13 +41,15 @@ class RouterServer:
         self.telemetry.declare_tiers(self.pool.backends)
         self.metrics: MetricsServer | None = None
         self._pool_mirror: asyncio.Task | None = None
-        self.servicer = RouterServicer(self.pool, config, profiles, self.telemetry)
+        self.router = Router(self.pool, config, profiles, self.telemetry)
         self.mesh = MeshServer([SERVICE])
-        self.mesh.server.add_generic_rpc_handlers((handlers(self.servicer),))
+        self.mesh.server.add_generic_rpc_handlers((handlers(RouterService(self.router)),))
         self.reloader = (
-            Reloader(config_path, config.profiles, self.servicer.apply, config.reload_interval_s) if config_path else None
+            Reloader(config_path, config.profiles, self.router.apply, config.reload_interval_s) if config_path else None
         )
         self._reload_task: asyncio.Task | None = None
+        self._readiness_task: asyncio.Task | None = None
+        self.serving = False
 
     async def start(self, address: str | None = None) -> int:
         self.pool.start()
@@ -58,16 +61,29 @@ class RouterServer:
         if self.reloader:
             self._reload_task = asyncio.create_task(self.reloader.run(), name="config-reload")
         port = await self.mesh.start(address or self.config.listen)
-        # The router can take calls as soon as it listens; tiers come and go.
-        await self.mesh.set_health(True)
-        log.info("router serving on port %d with tiers %s", port, list(self.pool.backends))
+        self._readiness_task = asyncio.create_task(self._follow_readiness(), name="readiness")
+        log.info("router listening on port %d with tiers %s", port, list(self.pool.backends))
         return port
 
+    async def _follow_readiness(self) -> None:
+        """Health SERVING only while some tier can take a request (router.ready()); re-checked on every
+        tier health change and at least every quarter of the health interval (breakers reopen by time)."""
+        while True:
+            ready = self.router.ready()
+            if ready != self.serving:
+                self.serving = ready
+                await self.mesh.set_health(ready)
+                log.info("router is %s", "SERVING" if ready else "NOT_SERVING (no tier can take a request)")
+            self.pool.changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.pool.changed.wait(), min(0.25, self.router.config.health_interval_s / 4))
+
     async def stop(self, grace: float, notice: float = 0.0) -> None:
-        if self._reload_task:
-            self._reload_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reload_task
+        for task in (self._reload_task, self._readiness_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.mesh.stop(grace, notice)
         if self._pool_mirror is not None:
             self._pool_mirror.cancel()

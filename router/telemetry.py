@@ -5,10 +5,10 @@ stays a byte relay. Nothing here runs per chunk: `first_token()` once, everythin
 else when a request starts, is routed, or finishes. With no tracer, no span
 objects are created and no trace metadata is sent.
 
-    rq = telemetry.request_started(request_id, request, started, context)
+    rq = telemetry.request_started(request_id, request, started, metadata)
     call = backend.generate(raw, ..., metadata=rq.routed(tier, reason))   # each attempt
     ttft = rq.first_token()                                               # first text chunk
-    rq.finished(status_name, last_chunk)                                  # in `finally`
+    rq.finished(status_name, last_chunk, error)                           # in `finally`, served or refused
 
 Metric names (all `qarr_router_`): see docs/observability.md.
 """
@@ -180,14 +180,10 @@ class RouterTelemetry:
 
     # --- per request -----------------------------------------------------
 
-    def rejected(self, code: str, reason: str) -> None:
-        """A request refused before any tier was tried (bad request, unknown tier, no healthy tier)."""
-        self.count_request(NO_TIER, code, "none")
-        self.routing_decision(NO_TIER, reason)
-
-    def request_started(self, request_id: str, request, started: float | None = None, context=None) -> RouterRequest:
-        """`started`: time.perf_counter() at arrival. `context`: the servicer context (trace parent)."""
-        return RouterRequest(self, request_id, request, time.perf_counter() if started is None else started, context)
+    def request_started(self, request_id: str, request, started: float | None = None, metadata=None) -> RouterRequest:
+        """`started`: time.perf_counter() at arrival. `metadata`: a callable returning the incoming
+        metadata (the trace parent), called only when tracing."""
+        return RouterRequest(self, request_id, request, time.perf_counter() if started is None else started, metadata)
 
 
 class RouterRequest:
@@ -195,7 +191,7 @@ class RouterRequest:
 
     __slots__ = ("t", "request_id", "request", "started", "ttft", "tier", "reason", "attempts", "retried", "budget_s", "span", "attempt_span")
 
-    def __init__(self, t: RouterTelemetry, request_id: str, request, started: float, context) -> None:
+    def __init__(self, t: RouterTelemetry, request_id: str, request, started: float, metadata) -> None:
         self.t = t
         self.request_id = request_id
         self.request = request
@@ -213,7 +209,7 @@ class RouterRequest:
         if t.tracer is not None:
             from opentelemetry.trace import SpanKind
 
-            parent = TraceContext.extract(context.invocation_metadata() if context is not None else None)
+            parent = TraceContext.extract(metadata() if metadata is not None else None)
             self.span = t.tracer.start_span(
                 _SPAN_NAME, context=parent, kind=SpanKind.SERVER,
                 attributes={"rpc.system": "grpc", "rpc.service": "qarr.v1.RouterService", "rpc.method": "Generate",
@@ -256,8 +252,9 @@ class RouterRequest:
         self.ttft = time.perf_counter() - self.started
         return self.ttft
 
-    def finished(self, code: str, last: bytes = b"") -> None:
-        """The call ended with gRPC status `code` (a StatusCode name); `last` is the last chunk from the tier."""
+    def finished(self, code: str, last: bytes = b"", error=None) -> None:
+        """The call ended with canonical status `code` (google.rpc.Code name); `last` is the last chunk
+        from the tier; `error` the RouteError that ended it, if any (its reason goes in the log line)."""
         total = time.perf_counter() - self.started
         t = self.t
         tier = self.tier
@@ -270,9 +267,13 @@ class RouterRequest:
             prompt_tokens = msg.usage.prompt_tokens
         if last and last[0] == LAST_MESSAGE_TAG:
             finish_reason = FINISH_NAMES.get(msg.finish_reason, "unspecified")
+        elif not self.attempts:
+            finish_reason = "none"  # refused before any tier was tried
         else:
             finish_reason = _finish_reason_without_last_message(code)
         t.count_request(tier, code, finish_reason)
+        if not self.attempts and error is not None:
+            t.routing_decision(NO_TIER, error.reason)  # refused before any tier was tried
         over_budget = None
         if self.attempts:
             s = t.series(tier)
@@ -303,6 +304,8 @@ class RouterRequest:
             }
             if self.retried:
                 fields["retried"] = self.retried
+            if error is not None:
+                fields["error"] = error.reason
             if self.budget_s is not None:
                 fields["budget_ms"] = round(self.budget_s * 1000)
                 fields["over_budget"] = over_budget

@@ -4,7 +4,10 @@ With a byte-level BPE tokenizer a text of B UTF-8 bytes is at most B tokens,
 so `upper_bound` (bytes plus a chat-template allowance) proves most prompts fit
 without tokenizing. Only when that bound is too big for some tier does the
 router tokenize, with that tier's own tokenizer.json (`tokenizers` library),
-once per tokenizer file per request.
+once per tokenizer file per request, off the event loop. That count covers the
+caller's text only (the tier adds its template), so it is a lower bound: the
+router refuses PROMPT_TOO_LONG only when even the text alone cannot fit, and
+the tier, which counts the templated prompt, has the last word.
 """
 
 from __future__ import annotations
@@ -48,11 +51,11 @@ class TokenCounter:
         return self._tokenizers[path]
 
     def count(self, path: str, prompt: str, contents: Sequence[str]) -> int | None:
-        """Prompt tokens plus the template allowance, or None when there is no tokenizer."""
+        """Tokens of the caller's text (no template: at most what the tier will count), or None without a tokenizer."""
         tok = self.tokenizer(path)
         if tok is None:
             return None
         if prompt:
-            return len(tok.encode(prompt, add_special_tokens=False)) + TEMPLATE_TOKENS_PER_REQUEST
+            return len(tok.encode(prompt, add_special_tokens=False))
         encoded = tok.encode_batch(list(contents), add_special_tokens=False)
-        return sum(len(e.ids) for e in encoded) + TEMPLATE_TOKENS_PER_MESSAGE * len(contents) + TEMPLATE_TOKENS_PER_REQUEST
+        return sum(len(e.ids) for e in encoded)

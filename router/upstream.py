@@ -5,7 +5,8 @@ follows gRFC A6: a stream is committed once its first message arrives, so only
 opening it and reading that message is retried, on UNAVAILABLE or
 RESOURCE_EXHAUSTED, with exponential backoff and jitter, within the caller's
 deadline and the retry budget. Each attempt takes the next candidate whose
-breaker and stream limit let it through.
+breaker and stream limit let it through. What cannot be opened ends as a
+domain error (router/errors.py) carrying the last tier's status and reason.
 """
 
 from __future__ import annotations
@@ -19,14 +20,18 @@ from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
 from router.backends import Backend
 from router.breaker import State
-from router.choose import Candidate, NoTier
 from mesh.config import RetryConfig
+from mesh.status import reason_of
+from router.choose import Candidate
+from router.errors import DeadlineExceeded, InvalidRequest, RouteError, TiersBusy, UpstreamFailed
 from router.retry_budget import RetryBudget
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 # Outcomes that count against a tier. Client errors (INVALID_ARGUMENT, CANCELLED,
 # DEADLINE_EXCEEDED from the caller's own deadline...) never do.
 TIER_FAULTS = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS})
+# A tier's answer that blames the request: passed on to the caller as such.
+CALLER_FAULTS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND})
 # Do not start an attempt with less time than this left before the caller's deadline.
 MIN_ATTEMPT_S = 0.005
 
@@ -75,7 +80,7 @@ async def open_upstream(
     time_remaining: Callable[[], float | None],
     on_attempt: Callable[[str, str], object] = lambda tier, reason: None,
 ) -> Upstream:
-    """The first candidate that answers; raises the last tier's AioRpcError, or NoTier when none could be tried.
+    """The first candidate that answers; raises a RouteError for the last failure, or TiersBusy when none could be tried.
 
     `on_attempt(tier, reason)` is told of each attempt and returns the gRPC metadata to send (trace context) or None.
     """
@@ -90,7 +95,7 @@ async def open_upstream(
         nonlocal attempts
         skip_unusable()
         if not queue:
-            raise NoTier("every candidate tier is busy or its breaker is open", "TIERS_FULL", "RESOURCE_EXHAUSTED")
+            raise TiersBusy("every candidate tier is busy or its breaker is open")
         candidate = queue.popleft()
         backend = backends[candidate.name]
         probe = backend.breaker.state is State.HALF_OPEN
@@ -106,8 +111,7 @@ async def open_upstream(
             backend.in_flight -= 1
             if isinstance(e, StopAsyncIteration):
                 settle(backend, probe, grpc.StatusCode.INTERNAL)
-                details = f"tier {backend.name} ended the stream with no message"
-                raise grpc.aio.AioRpcError(grpc.StatusCode.INTERNAL, grpc.aio.Metadata(), grpc.aio.Metadata(), details) from None
+                raise UpstreamFailed(f"tier {backend.name} ended the stream with no message", "INTERNAL", tier=backend.name) from None
             settle(backend, probe, e.code() if isinstance(e, grpc.aio.AioRpcError) else None)
             raise
         return Upstream(backend, candidate, call, chunks, first, attempts, probe)
@@ -126,7 +130,7 @@ async def open_upstream(
         return await attempt()
     except grpc.aio.AioRpcError as e:
         if not _retryable(e):
-            raise
+            raise upstream_error(e) from None
         first_failure = e
 
     replayed = False
@@ -146,4 +150,21 @@ async def open_upstream(
         wait=wait_exponential_jitter(initial=config.backoff_initial_s, max=config.backoff_max_s, jitter=config.backoff_initial_s),
         reraise=True,
     )
-    return await retrying(attempt_after_first)
+    try:
+        return await retrying(attempt_after_first)
+    except grpc.aio.AioRpcError as e:
+        raise upstream_error(e) from None
+
+
+def upstream_error(e: grpc.aio.AioRpcError) -> RouteError:
+    """A tier's failure before its first message, as the router's domain error."""
+    code = e.code()
+    reason = reason_of(e.trailing_metadata())
+    details = (e.details() or code.name)[:512]
+    if code in CALLER_FAULTS:
+        return InvalidRequest(details, reason or "INVALID_REQUEST")
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded("the deadline passed before a tier answered")
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return TiersBusy(f"every tier that could serve this is busy ({details})")
+    return UpstreamFailed(details, code.name, reason or "UPSTREAM_ERROR")

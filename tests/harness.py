@@ -1,4 +1,4 @@
-"""Helpers for tests that start real servers: free ports, subprocess env, health waits.
+"""Helpers for tests that start real servers (the process owner is launcher/process.py).
 
 Import as `from tests.harness import ...` (fixtures live in tests/conftest.py).
 """
@@ -6,37 +6,24 @@ Import as `from tests.harness import ...` (fixtures live in tests/conftest.py).
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
-from mesh.processes import REPO, free_port, local_env as subprocess_env, wait_serving
+from launcher.process import REPO, ServerProcess, free_port, local_env as subprocess_env
 
-__all__ = ["MODEL_DIR", "REPO", "free_port", "start_tier_process", "stop_process", "subprocess_env", "wait_serving"]
+__all__ = ["MODEL_DIR", "REPO", "ServerProcess", "free_port", "start_router_process", "start_tier_process", "subprocess_env"]
 
 MODEL_DIR = Path(os.environ.get("QARR_TEST_MODEL", REPO / ".cache/models/smollm2-135m-instruct"))
 
 
-def stop_process(proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def start_tier_process(name: str, *args: str, port: int | None = None, log: Path | None = None) -> tuple[subprocess.Popen, str]:
-    """`python -m tier_server` on a free port; returns (process, address) once it is listening."""
+def start_tier_process(name: str, *args: str, port: int | None = None, log: Path | None = None) -> ServerProcess:
+    """`python -m tier_server --name NAME ARGS` on a free port, started (wait with `.wait_serving()`)."""
     port = port or free_port()
-    out = open(log, "wb") if log else subprocess.DEVNULL
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tier_server", "--name", name, "--port", str(port), *args],
-        env=subprocess_env(),
-        cwd=REPO,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-    )
-    return proc, f"127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "tier_server", "--name", name, "--port", str(port), *args]
+    return ServerProcess(f"tier {name}", argv, f"127.0.0.1:{port}", log=log).start()
+
+
+def start_router_process(config: Path, *args: str, listen: str, log: Path | None = None) -> ServerProcess:
+    """`python -m router --config FILE --listen ADDRESS ARGS`, started (wait with `.wait_serving()`)."""
+    argv = [sys.executable, "-m", "router", "--config", str(config), "--listen", listen, *args]
+    return ServerProcess("router", argv, listen, log=log).start()

@@ -1,14 +1,13 @@
 """The tier server over the engine seam (fake engine): readiness, errors, drain."""
 
 import asyncio
-import signal
 import time
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.harness import free_port, start_tier_process, stop_process, wait_serving
+from tests.harness import free_port, start_tier_process
 from mesh.status import reason_of
 from qarr.v1 import common_pb2, tier_service_pb2 as tpb, tier_service_pb2_grpc
 from tier_server.fake_engine import FakeEngine
@@ -131,15 +130,15 @@ async def test_cancelling_a_call_aborts_the_engine_request(fake_tier):
 
 def test_sigterm_drains_in_flight_streams_then_exits():
     """On SIGTERM health goes NOT_SERVING, a stream in flight still completes, and the process exits 0."""
-    proc, address = start_tier_process("drain", "--engine", "fake", "--fake-token-delay-ms", "20", "--grace-seconds", "5")
+    proc = start_tier_process("drain", "--engine", "fake", "--fake-token-delay-ms", "20", "--grace-seconds", "5")
     try:
-        wait_serving(address, proc, timeout=30)
-        with grpc.insecure_channel(address) as ch:
+        proc.wait_serving(timeout=30)
+        with grpc.insecure_channel(proc.address) as ch:
             stream = tier_service_pb2_grpc.TierServiceStub(ch).Generate(
                 tpb.TierServiceGenerateRequest(prompt="hi", sampling=common_pb2.SamplingParams(max_tokens=50)), timeout=20
             )
             first = next(stream)
-            proc.send_signal(signal.SIGTERM)
+            proc.terminate()
             health = health_pb2_grpc.HealthStub(ch)
             deadline = time.monotonic() + 2
             status = SERVING
@@ -149,6 +148,6 @@ def test_sigterm_drains_in_flight_streams_then_exits():
             rest = list(stream)
         assert first.text and rest[-1].finish_reason == common_pb2.FINISH_REASON_LENGTH
         assert rest[-1].usage.completion_tokens == 50
-        assert proc.wait(timeout=15) == 0
+        assert proc.wait_exit(timeout=15) == 0
     finally:
-        stop_process(proc)
+        proc.stop()

@@ -44,13 +44,24 @@ def test_scaling_smoke(tmp_path):
     assert s["router"]["kb_peak"] == s["router"]["kb_peak"]  # a number, not nan
 
 
+def test_bench_meshes_are_valid_mesh_files():
+    """Every mesh file under bench/meshes/ is read by load_mesh (no bench-only fields)."""
+    from launcher.process import REPO
+    from mesh.config import load_mesh
+
+    meshes = sorted((REPO / "bench/meshes").glob("*.yaml"))
+    assert meshes
+    for path in meshes:
+        assert load_mesh(path).tiers
+
+
 def test_routing_smoke(tmp_path):
     """routing runs pinned and routed arms over a fake two-tier mesh and reports ratios."""
     mesh = tmp_path / "mesh.yaml"
     mesh.write_text(
         "tiers:\n"
-        "  - {name: big, model: fake, quantization: bf16, precise: true, serve: {engine: fake}}\n"
-        "  - {name: small, model: fake, quantization: w4a16, serve: {engine: fake}}\n"
+        "  - {name: big, address: '127.0.0.1:0', model: fake, quantization: bf16, serve: {engine: fake}}\n"
+        "  - {name: small, address: '127.0.0.1:0', model: fake, quantization: w4a16, serve: {engine: fake}}\n"
     )
     main(["routing", "--out", str(tmp_path), "--mesh", str(mesh), "--rate", "50", "--requests", "6", "--rounds", "1",
           "--simple-max-tokens", "3", "--complex-max-tokens", "5"])

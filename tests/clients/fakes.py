@@ -48,15 +48,20 @@ class RecordingEngine(FakeEngine):
 
 class ScriptedRouter:
     """A RouterService whose Generate ends with the status named by the prompt
-    (e.g. prompt "RESOURCE_EXHAUSTED"), with an ErrorInfo reason; counts calls per prompt."""
+    (e.g. prompt "RESOURCE_EXHAUSTED"), with an ErrorInfo reason; counts calls per prompt.
+    "CODE retried" adds a negative retry pushback (the router already retried); "CODE after=S"
+    a RetryInfo / pushback of S seconds."""
 
     def __init__(self) -> None:
         self.calls: dict[str, int] = {}
 
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext):
         self.calls[request.prompt] = self.calls.get(request.prompt, 0) + 1
-        code = grpc.StatusCode[request.prompt]
-        await abort(context, code, f"scripted {code.name}", f"SCRIPTED_{code.name}")
+        name, *options = request.prompt.split()
+        code = grpc.StatusCode[name]
+        after = next((float(o.removeprefix("after=")) for o in options if o.startswith("after=")), None)
+        await abort(context, code, f"scripted {code.name}", f"SCRIPTED_{code.name}",
+                    retry=("retried" not in options), retry_after_s=after)
         yield pb.GenerateResponse()  # never reached; makes this an async generator
 
     def handler(self) -> grpc.GenericRpcHandler:

@@ -182,21 +182,22 @@ async def test_engine_failure_is_server_error(router, engine):
     assert caught.value.reason == "ENGINE_ERROR"
 
 
-async def test_unavailable_before_the_first_chunk_is_retried(router, engine):
-    """UNAVAILABLE before any message is retried, and the call then succeeds (sync and async)."""
-    engine.unavailable_next = 2
+async def test_a_failure_the_router_already_retried_is_not_retried_again(router, engine):
+    """Against a mesh whose only tier fails every call, the tier sees exactly the router's attempts:
+    the router marks its UNAVAILABLE as already retried and the SDK does not multiply it (sync and async)."""
+    engine.unavailable_next = 10
     async with AsyncClient(router, max_retries=2) as client:
-        got = await client.complete("hi", max_tokens=2)
-    assert got.text == "alpha bravo " and len(engine.requests) == 3
-
-    engine.unavailable_next = 1
+        with pytest.raises(Unavailable) as e:
+            await client.complete("hi", max_tokens=2)
+    assert not e.value.retryable and len(engine.requests) == 1
 
     def run():
         with Client(router, max_retries=2) as client:
             return client.complete("hi", max_tokens=2)
 
-    assert (await asyncio.to_thread(run)).text == "alpha bravo "
-    assert len(engine.requests) == 5
+    with pytest.raises(Unavailable):
+        await asyncio.to_thread(run)
+    assert len(engine.requests) == 2
 
 
 async def test_connection_refused_is_retried_until_the_router_listens(engine):
@@ -213,13 +214,42 @@ async def test_connection_refused_is_retried_until_the_router_listens(engine):
     assert got.text == "alpha bravo " and len(engine.requests) == 1
 
 
-async def test_retries_are_bounded(router, engine):
-    """A tier that keeps refusing is tried max_retries + 1 times, then Unavailable is raised."""
-    engine.unavailable_next = 100
-    async with AsyncClient(router, max_retries=2) as client:
-        with pytest.raises(Unavailable):
-            await client.complete("hi")
-    assert len(engine.requests) == 3
+async def test_retries_are_bounded(scripted):
+    """A router that keeps answering UNAVAILABLE (no pushback) is tried max_retries + 1 times, then Unavailable is raised."""
+    address, fake = scripted
+    async with AsyncClient(address, max_retries=2) as client:
+        with pytest.raises(Unavailable) as e:
+            await client.complete("UNAVAILABLE")
+    assert fake.calls["UNAVAILABLE"] == 3 and e.value.retryable
+
+
+@pytest.mark.parametrize("code", ["UNAVAILABLE", "RESOURCE_EXHAUSTED"])
+async def test_a_negative_retry_pushback_stops_sdk_retries(scripted, code):
+    """An error the router marks as already retried (grpc-retry-pushback-ms < 0) is raised at once (sync and async)."""
+    address, fake = scripted
+    async with AsyncClient(address, max_retries=3) as client:
+        with pytest.raises(QarrError) as e:
+            await client.complete(f"{code} retried")
+    assert fake.calls[f"{code} retried"] == 1 and not e.value.retryable
+
+    def run():
+        with Client(address, max_retries=3) as client:
+            client.complete(f"{code} retried")
+
+    with pytest.raises(QarrError):
+        await asyncio.to_thread(run)
+    assert fake.calls[f"{code} retried"] == 2
+
+
+async def test_retry_info_sets_the_least_wait_before_the_next_attempt(scripted):
+    """RESOURCE_EXHAUSTED with a 0.3 s RetryInfo is retried no sooner than 0.3 s later."""
+    address, fake = scripted
+    started = time.monotonic()
+    async with AsyncClient(address, max_retries=1) as client:
+        with pytest.raises(ResourceExhausted) as e:
+            await client.complete("RESOURCE_EXHAUSTED after=0.3")
+    assert fake.calls["RESOURCE_EXHAUSTED after=0.3"] == 2 and e.value.retry_after_s == 0.3
+    assert time.monotonic() - started >= 0.3
 
 
 async def test_retries_stop_at_the_deadline(scripted):

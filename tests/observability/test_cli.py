@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import grpc
 
 from qarr.v1 import router_service_pb2 as pb, router_service_pb2_grpc
-from tests.harness import REPO, free_port, start_tier_process, stop_process, subprocess_env, wait_serving
+from tests.harness import free_port, start_router_process, start_tier_process
 from tests.observability.conftest import scrape, value
 
 
@@ -28,20 +26,18 @@ def scrape_when_up(port: int, timeout: float = 30.0) -> dict:
 def test_metrics_port_and_json_log_flags_work_on_real_processes(tmp_path):
     """A fake tier and the router, started with --metrics-port and --log-format json, serve /metrics and log JSON lines."""
     tier_metrics, router_metrics = free_port(), free_port()
-    tier, tier_address = start_tier_process(
+    tier = start_tier_process(
         "t1", "--engine", "fake", "--metrics-port", str(tier_metrics), "--log-format", "json", log=tmp_path / "tier.log"
     )
+    tier_address = tier.address
     router_address = f"127.0.0.1:{free_port()}"
     config = tmp_path / "mesh.yaml"
     config.write_text(f"listen: {router_address}\ntiers:\n  - name: t1\n    address: {tier_address}\n    cost_per_million_tokens: 1.0\n")
-    router_log = open(tmp_path / "router.log", "wb")
-    router = subprocess.Popen(
-        [sys.executable, "-m", "router", "--config", str(config), "--metrics-port", str(router_metrics), "--log-format", "json"],
-        env=subprocess_env(), cwd=REPO, stdout=router_log, stderr=subprocess.STDOUT,
-    )
+    router = start_router_process(config, "--metrics-port", str(router_metrics), "--log-format", "json",
+                                  listen=router_address, log=tmp_path / "router.log")
     try:
-        wait_serving(tier_address, tier, timeout=60)
-        wait_serving(router_address, router, timeout=60)
+        tier.wait_serving(timeout=60)
+        router.wait_serving(timeout=60)
         with grpc.insecure_channel(router_address) as channel:
             stub = router_service_pb2_grpc.RouterServiceStub(channel)
             deadline = time.monotonic() + 10
@@ -59,9 +55,8 @@ def test_metrics_port_and_json_log_flags_work_on_real_processes(tmp_path):
         assert value(t, "qarr_tier_requests_total", tier="t1", code="OK", finish_reason="length") == 1
         assert value(t, "qarr_tier_engine_up", tier="t1") == 1
     finally:
-        stop_process(router, timeout=10)
-        stop_process(tier, timeout=10)
-        router_log.close()
+        router.stop(timeout=10)
+        tier.stop(timeout=10)
     lines = [json.loads(line) for line in (tmp_path / "router.log").read_text().splitlines() if line.startswith("{")]
     assert any(line.get("event") == "request finished" and line["request_id"] == "cli-1" for line in lines)
     tier_lines = (tmp_path / "tier.log").read_text().splitlines()

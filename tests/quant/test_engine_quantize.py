@@ -15,7 +15,7 @@ from profiler.measure import complete
 from qarr.v1 import tier_service_pb2_grpc
 from quantize.manifest import read_manifest
 
-from tests.harness import REPO, start_tier_process, stop_process, subprocess_env, wait_serving
+from tests.harness import REPO, start_tier_process, subprocess_env
 
 pytestmark = pytest.mark.engine
 
@@ -58,18 +58,18 @@ def test_w8a8_checkpoint_carries_manifest_and_compressed_tensors_config(w8a8_mod
 def test_w8a8_loads_in_a_real_tier_and_answers(w8a8_model, tmp_path):
     """`python -m tier_server --model <w8a8>` reaches SERVING and streams a non-empty greedy answer."""
     log = tmp_path / "w8a8.log"
-    proc, address = start_tier_process(
+    proc = start_tier_process(
         "w8a8", "--model", str(w8a8_model), "--dtype", "bfloat16", "--quantization", "w8a8",
         "--max-model-len", "512", "--kv-cache-gib", "0.25", "--grace-seconds", "2", log=log,
     )
     try:
         try:
-            wait_serving(address, proc, timeout=300)
+            proc.wait_serving(timeout=300)
         except Exception:
             pytest.fail(f"w8a8 tier did not start; log:\n{log.read_text()[-4000:]}")
 
         async def ask():
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with grpc.aio.insecure_channel(proc.address) as channel:
                 return await complete(tier_service_pb2_grpc.TierServiceStub(channel),
                                       "What is the capital of France?", max_tokens=24)
 
@@ -77,4 +77,4 @@ def test_w8a8_loads_in_a_real_tier_and_answers(w8a8_model, tmp_path):
         print(f"\nw8a8 answer: {c.text!r}")
         assert c.text.strip() and c.completion_tokens > 0 and c.prompt_tokens > 0
     finally:
-        stop_process(proc)
+        proc.stop()

@@ -74,7 +74,7 @@ async def test_router_admission_limit_rejects_excess_at_once(started, tmp_path):
     """2x the router's in-flight limit: the excess gets RESOURCE_EXHAUSTED within 50 ms, the rest complete."""
     a, router = await one_tier(started, tmp_path, token_delay_s=0.02, max_in_flight=10)
     admitted = [asyncio.create_task(_attempt(router.stub, 20)) for _ in range(10)]
-    await router.wait_for(lambda: router.server.servicer.in_flight == 10, what="10 streams admitted")
+    await router.wait_for(lambda: router.server.router.in_flight == 10, what="10 streams admitted")
     excess = await asyncio.gather(*(_attempt(router.stub, 20) for _ in range(10)))
     done = await asyncio.gather(*admitted)
     assert [r[0] for r in done] == ["OK"] * 10

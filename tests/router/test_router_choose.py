@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from router.choose import BEST, DIVERTED, FALLBACK, NEXT_BEST, PINNED, LiveState, NoTier, RequestView, choose_tier, predict_ms
+from router.choose import BEST, DIVERTED, FALLBACK, NEXT_BEST, PINNED, LiveState, RequestView, choose_tier, predict_ms
 from router.classify import Signals, classify
+from router.errors import RouteError
 from mesh.config import PolicyConfig, TierSpec
 from router.profiles import TierProfile
 from router.tokens import TokenCounter, upper_bound
@@ -16,6 +17,7 @@ TIERS = [
     TierSpec(name="mid", address="x:2", max_model_len=4096),
     TierSpec(name="big", address="x:3", max_model_len=8192),
 ]
+TIERS_BY_NAME = {t.name: t for t in TIERS}
 PROFILES = {
     "small": TierProfile(ttft_ms_p50=10, decode_tps_c1=200, accuracy=0.40, cost_per_million_tokens=0.2),
     "mid": TierProfile(ttft_ms_p50=30, decode_tps_c1=80, accuracy=0.60, cost_per_million_tokens=1.0),
@@ -46,7 +48,7 @@ def test_too_long_prompt_skips_small_context_tier():
 
 def test_prompt_too_long_for_every_tier_is_invalid_argument():
     """When no tier's context holds the request, the error is the caller's (INVALID_ARGUMENT)."""
-    with pytest.raises(NoTier) as e:
+    with pytest.raises(RouteError) as e:
         choose_tier(view(9000, 100), TIERS, PROFILES, live(), POLICY)
     assert (e.value.code, e.value.reason) == ("INVALID_ARGUMENT", "PROMPT_TOO_LONG")
 
@@ -55,7 +57,7 @@ def test_unhealthy_and_breaker_open_tiers_are_not_eligible():
     """Tiers not SERVING, not heard from, or with an open breaker are left out."""
     state = live(small=LiveState(serving=False), mid=LiveState(serving=True, breaker_allows=False))
     assert names(choose_tier(view(min_accuracy=0.0), TIERS, PROFILES, state, POLICY)) == ["big"]
-    with pytest.raises(NoTier) as e:
+    with pytest.raises(RouteError) as e:
         choose_tier(view(), TIERS, PROFILES, {t.name: LiveState(serving=None) for t in TIERS}, POLICY)
     assert e.value.code == "UNAVAILABLE"
 
@@ -63,7 +65,7 @@ def test_unhealthy_and_breaker_open_tiers_are_not_eligible():
 def test_full_tiers_give_resource_exhausted():
     """A tier at its stream limit is skipped; when all are, the call gets RESOURCE_EXHAUSTED."""
     full = {t.name: LiveState(serving=True, in_flight=t.max_in_flight) for t in TIERS}
-    with pytest.raises(NoTier) as e:
+    with pytest.raises(RouteError) as e:
         choose_tier(view(), TIERS, PROFILES, full, POLICY)
     assert e.value.code == "RESOURCE_EXHAUSTED"
 
@@ -72,13 +74,13 @@ def test_pinned_tier_wins_when_eligible_else_clear_error():
     """routing.tier picks that tier even if policy prefers another; unknown or down pinned tiers fail clearly."""
     assert choose_tier(view(pinned="big", min_accuracy=0.0), TIERS, PROFILES, live(), POLICY)[0].reason == PINNED
     assert names(choose_tier(view(pinned="big"), TIERS, PROFILES, live(), POLICY)) == ["big"]
-    with pytest.raises(NoTier) as e:
+    with pytest.raises(RouteError) as e:
         choose_tier(view(pinned="nope"), TIERS, PROFILES, live(), POLICY)
     assert e.value.code == "INVALID_ARGUMENT" and "small" in str(e.value)
-    with pytest.raises(NoTier) as e:
+    with pytest.raises(RouteError) as e:
         choose_tier(view(pinned="big"), TIERS, PROFILES, live(big=LiveState(serving=False)), POLICY)
     assert (e.value.code, e.value.reason) == ("UNAVAILABLE", "TIER_UNAVAILABLE")
-    with pytest.raises(NoTier) as e:
+    with pytest.raises(RouteError) as e:
         choose_tier(view(1000, pinned="small"), TIERS, PROFILES, live(), POLICY)
     assert e.value.code == "INVALID_ARGUMENT"
 
@@ -109,8 +111,8 @@ def test_other_candidates_follow_for_failover():
 
 def test_queue_depth_raises_predicted_latency():
     """Waiting and running requests on a tier scale its predicted latency, which can push it out of budget."""
-    idle = predict_ms(PROFILES["mid"], LiveState(serving=True), view(), "mid")
-    busy = predict_ms(PROFILES["mid"], LiveState(serving=True, running=4, waiting=10), view(), "mid")
+    idle = predict_ms(PROFILES["mid"], LiveState(serving=True), view(), TIERS_BY_NAME["mid"])
+    busy = predict_ms(PROFILES["mid"], LiveState(serving=True, running=4, waiting=10), view(), TIERS_BY_NAME["mid"])
     assert busy > idle
     state = live(mid=LiveState(serving=True, running=4, waiting=10))
     ranked = choose_tier(view(latency_budget_ms=2_000, min_accuracy=0.5), TIERS, PROFILES, state, POLICY)
@@ -171,3 +173,17 @@ def test_byte_bound_is_an_upper_bound_of_real_token_count(bundled_model):
         assert exact < upper_bound(text, []) or len(text) < 10
         msgs = [text, "reply"]
         assert counter.count(str(tok), "", msgs) <= upper_bound("", msgs)
+
+
+def test_no_max_tokens_needs_only_one_token_of_room_and_predicts_with_the_room_left():
+    """With no max_tokens a prompt that leaves 100 tokens of a tier's context is eligible (the tier then
+    generates min(256, room) tokens), and the latency prediction uses those 100 tokens, not 256."""
+    small = TIERS_BY_NAME["small"]
+    request = RequestView(max_tokens=None, prompt_tokens={"small": small.max_model_len - 100})
+    assert names(choose_tier(request, [small], PROFILES, live(), POLICY)) == ["small"]
+    predicted = predict_ms(PROFILES["small"], LiveState(serving=True), request, small)
+    hundred = predict_ms(PROFILES["small"], LiveState(serving=True), RequestView(max_tokens=100, prompt_tokens=request.prompt_tokens), small)
+    assert predicted == hundred
+    with pytest.raises(RouteError) as e:
+        choose_tier(RequestView(max_tokens=None, prompt_tokens={"small": small.max_model_len}), [small], PROFILES, live(), POLICY)
+    assert e.value.reason == "PROMPT_TOO_LONG"

@@ -12,7 +12,7 @@ import grpc
 from qarr.v1 import common_pb2, router_service_pb2 as pb
 from router.breaker import State
 from tests.router.routing_helpers import FakeTier, Router, profile, request
-from tests.harness import start_tier_process, stop_process, wait_serving
+from tests.harness import start_tier_process
 from tier_server.fake_engine import WORDS
 
 PROFILES = {"a": profile(0.9, cost=0.1), "b": profile(0.5, cost=1.0)}
@@ -24,9 +24,9 @@ def expected_text(n: int) -> str:
 
 
 async def fake_tier_process(name: str, token_delay_ms: float):
-    proc, address = start_tier_process(name, "--engine", "fake", "--fake-token-delay-ms", str(token_delay_ms))
-    await asyncio.to_thread(wait_serving, address, proc, 30)
-    return proc, address
+    proc = start_tier_process(name, "--engine", "fake", "--fake-token-delay-ms", str(token_delay_ms))
+    await asyncio.to_thread(proc.wait_serving, 30)
+    return proc, proc.address
 
 
 class Stream:
@@ -75,7 +75,7 @@ async def test_kill_mid_stream_under_50_streams(started, tmp_path):
         _, last = await _collect(router)
         assert (last.tier, last.attempts) == ("b", 1)  # new traffic avoids a
     finally:
-        stop_process(proc)
+        proc.stop()
 
     for s in late:  # no token yet when a died: completed on b, whole and once
         assert s.error is None, s.error
@@ -128,7 +128,7 @@ async def test_hung_tier_is_avoided_within_one_health_interval(started, tmp_path
         print(f"\nhung tier marked down after {waited * 1000:.0f} ms")
     finally:
         os.kill(proc.pid, signal.SIGCONT)
-        stop_process(proc)
+        proc.stop()
 
 
 async def _collect(router):

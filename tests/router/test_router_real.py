@@ -56,3 +56,27 @@ async def test_real_tier_chosen_avoided_and_cancelled_through_router(started, tm
                 break
             assert took < 1.0, "the real engine still runs the cancelled request after 1 s"
     print(f"\nreal tier: cancel -> engine request gone after {took * 1000:.0f} ms")
+
+
+async def test_request_without_max_tokens_is_served_when_its_prompt_leaves_100_tokens_of_room(started, tmp_path, real_tier, bundled_model):
+    """Router and tier share one default max_tokens (min(256, room)): a prompt of max_model_len - 100 tokens
+    with no max_tokens is served (at most 100 tokens), not refused PROMPT_TOO_LONG."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(bundled_model / "tokenizer.json"))
+    words = ["river"] * 900
+    while len(tok.encode(" ".join(words)).ids) < 1024 - 100:
+        words.append("stone")
+    while len(tok.encode(" ".join(words)).ids) > 1024 - 100:
+        words.pop()
+    prompt = " ".join(words)
+    room = 1024 - len(tok.encode(prompt).ids)
+    assert 100 <= room <= 102
+    router = await started(Router(tmp_path, [{"name": "bf16", "address": real_tier, "model": str(bundled_model), "max_model_len": 1024}], {}))
+    await router.wait_serving("bf16")
+    req = request(prompt, 1)
+    req.sampling.ClearField("max_tokens")
+    _, last = await collect(router.stub, req, timeout=180)
+    assert last.finish_reason in (1, 2) and 0 < last.usage.completion_tokens <= room
+    assert last.usage.prompt_tokens == 1024 - room
+    print(f"\nprompt {last.usage.prompt_tokens} tokens, no max_tokens: served {last.usage.completion_tokens} tokens")

@@ -1,0 +1,104 @@
+"""Run a whole mesh on one machine and keep it running: every tier server, then the router.
+
+    python -m launcher --config mesh.yaml        (what `make up` runs)
+
+Tiers start in parallel (each loads its own engine); the router starts once
+every tier says SERVING. A server that exits later is restarted with backoff
+while the others keep serving. Ctrl-C or SIGTERM drains everything and stops
+it, engine processes included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+from launcher.process import ServerExited, local_env, router_process, stop_all, tier_process
+from launcher.supervisor import Backoff, Supervisor
+from mesh.config import MeshConfigError, load_mesh
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM. The handler only sets a flag: the main loop notices it within a tick."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum, _frame) -> None:
+        if self.signal is None:
+            self.signal = signum
+        else:
+            say(f"{signal.Signals(signum).name} again: already stopping")
+
+    def __call__(self) -> bool:
+        return self.signal is not None
+
+
+def say(message: str) -> None:
+    print(f"[launcher] {message}", flush=True)
+
+
+def banner(listen: str, tiers: list[str], up_s: float) -> str:
+    return f"""
+QARR mesh is up after {up_s:.0f} s: router on {listen}, tiers {', '.join(tiers)}.
+
+  .venv/bin/qarr generate "What is the capital of France?"
+  .venv/bin/qarr tiers
+  grpcurl -plaintext {listen} list
+  grpcurl -plaintext -d '{{"messages":[{{"role":"user","content":"What is the capital of France?"}}]}}' {listen} qarr.v1.RouterService/Generate
+
+A server that exits is restarted. Ctrl-C drains and stops the mesh.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="qarr-launcher", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="mesh.yaml", help="mesh file: router settings and tiers (default %(default)s)")
+    parser.add_argument("--start-timeout", type=float, default=300, help="seconds a server may take to say SERVING (default %(default)s)")
+    parser.add_argument("--log-dir", type=Path, help="write each server's output to DIR/<name>.log (default: this console)")
+    parser.add_argument("--restart-backoff", type=float, default=1.0, help="first restart delay in seconds, doubling (default %(default)s)")
+    parser.add_argument("--restart-backoff-max", type=float, default=30.0, help="longest restart delay (default %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        config = load_mesh(args.config)
+    except MeshConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+
+    stop = StopFlag()
+    env = local_env()
+    log = (lambda name: args.log_dir / f"{name}.log") if args.log_dir else (lambda name: None)
+    tiers = [tier_process(t, log=log(f"tier-{t.name}"), env=env) for t in config.tiers]
+    router = router_process(args.config, config, log=log("router"), env=env)
+    supervisor = Supervisor(
+        stop, say, backoff=lambda: Backoff(args.restart_backoff, args.restart_backoff_max),
+        start_timeout_s=args.start_timeout,
+    )
+    started = time.monotonic()
+    code = 0
+    try:
+        for t in config.tiers:
+            say(f"starting tier {t.name} ({t.quantization or t.serve.engine}) on {t.address}")
+        if supervisor.start(tiers) and supervisor.start([router]):
+            print(banner(router.address, [t.name for t in config.tiers], time.monotonic() - started), flush=True)
+            supervisor.run()
+    except (ServerExited, TimeoutError) as e:
+        say(f"the mesh did not start: {e}; see the server's log above")
+        code = 1
+    finally:
+        # Whatever ended the mesh (Ctrl-C, SIGTERM, a server failing to start), stop what was started.
+        why = signal.Signals(stop.signal).name if stop.signal else "start failed"
+        say(f"{why}: draining and stopping the router and {len(tiers)} tiers")
+        t0 = time.monotonic()
+        stop_all([router, *reversed(tiers)])
+        say(f"stopped in {time.monotonic() - t0:.1f} s")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

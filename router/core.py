@@ -1,0 +1,230 @@
+"""The router core, free of any transport: admit → check → choose tiers → open a tier stream → relay.
+
+    router = Router(pool, config, profiles, telemetry)
+    async for chunk in router.route(raw_request, Call(time_remaining)):
+        ...   # qarr.v1.GenerateResponse bytes as the tier sent them; the last one also carries the router's fields
+    # a refused or failed request raises a RouteError (router/errors.py)
+
+Transport adapters (gRPC: grpc_service.py) translate RouteErrors in one table
+each; they never re-implement routing, retries or limits. Every request, served
+or refused, ends in one place here: one metrics update and one log line.
+
+The hot path does no per-chunk parsing: a tier's last message is the only one
+whose encoding starts with field 2 (finish_reason), so one byte tells it apart,
+and the router appends its own fields to it (protobuf merges concatenated
+messages; the later value of a field wins). Per request the core parses the
+request once and the last message once (for the tier's load and the log line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from mesh.config import DEFAULT_MAX_TOKENS, MeshConfig
+from qarr.v1 import common_pb2, router_service_pb2 as pb, tier_service_pb2
+from router.backends import BackendPool
+from router.breaker import State
+from router.choose import Candidate, RequestView, choose_tier
+from router.classify import Signals, classify
+from router.errors import Overloaded, RouteError, StreamInterrupted
+from router.profiles import Profiles, TierProfile
+from router.request import parse_request
+from router.retry_budget import RetryBudget
+from router.telemetry import RouterTelemetry, prices_from
+from router.tokens import TokenCounter, upper_bound
+from router.upstream import open_upstream
+
+LAST_MESSAGE_TAG = 0x10  # field 2, varint: finish_reason
+
+
+def _no_deadline() -> float | None:
+    return None
+
+
+@dataclass(slots=True)
+class Call:
+    """What the core needs from the transport about one call."""
+
+    time_remaining: Callable[[], float | None] = _no_deadline  # seconds to the caller's deadline; None: none
+    metadata: Callable[[], Sequence | None] | None = None  # the incoming metadata (trace parent), read only when tracing
+
+
+@dataclass(frozen=True, slots=True)
+class TierState:
+    """One tier as ListTiers (or /v1/models) shows it."""
+
+    name: str
+    model: str
+    quantization: str
+    address: str
+    max_model_len: int
+    serving: bool | None  # None: not heard from yet
+    breaker: State
+    in_flight: int
+    load: common_pb2.Load
+    profile: TierProfile | None
+
+
+class Router:
+    def __init__(self, pool: BackendPool, config: MeshConfig, profiles: Profiles, telemetry: RouterTelemetry | None = None) -> None:
+        self.pool = pool
+        self.config = config
+        self.profiles = profiles
+        self.telemetry = telemetry if telemetry is not None else RouterTelemetry()
+        self.budget = RetryBudget(config.retry.budget_ratio, config.retry.budget_burst)
+        self.tokens = TokenCounter()
+        self.in_flight = 0
+        self._trailers: dict[tuple[str, str, int], bytes] = {}
+
+    async def apply(self, config: MeshConfig, profiles: Profiles) -> None:
+        """Switch to a new config and profiles (hot reload); streams in flight keep their tier."""
+        gone = self.pool.swap(config)  # no await between the swap and the new config: choices stay consistent
+        self.config, self.profiles = config, profiles
+        self.telemetry.prices = prices_from(config.tiers, profiles)
+        self.budget.configure(config.retry.budget_ratio, config.retry.budget_burst)
+        await self.pool.retire(gone)
+
+    def ready(self) -> bool:
+        """Some tier is SERVING and its breaker lets traffic through: the router can serve a request now."""
+        return any(b.serving and b.breaker.state is not State.OPEN for b in self.pool.backends.values())
+
+    def tiers(self) -> list[TierState]:
+        return [
+            TierState(
+                name=b.spec.name, model=b.spec.model, quantization=b.spec.quantization, address=b.spec.address,
+                max_model_len=b.spec.max_model_len, serving=b.serving, breaker=b.breaker.state, in_flight=b.in_flight,
+                load=b.load, profile=self.profiles.tiers.get(b.spec.name),
+            )
+            for b in self.pool.backends.values()
+        ]
+
+    async def route(self, raw: bytes, call: Call) -> AsyncIterator[bytes]:
+        """The tier's messages for one serialized qarr.v1.GenerateRequest; raises RouteError."""
+        started = time.perf_counter()
+        rq = None
+        status = "CANCELLED"  # unless an outcome is reached: the caller went away (or its deadline passed)
+        error: RouteError | None = None
+        last = b""
+        admitted = self.in_flight < self.config.max_in_flight
+        if admitted:
+            self.in_flight += 1
+        try:
+            if not admitted:
+                raise Overloaded(f"router is at its limit of {self.config.max_in_flight} concurrent streams; retry later")
+            request = parse_request(raw, self.config.limits)
+            request_id = request.request_id
+            if not request_id:
+                request_id = uuid.uuid4().hex
+                raw += pb.GenerateRequest(request_id=request_id).SerializeToString()
+            rq = self.telemetry.request_started(request_id, request, started, call.metadata)
+            self.budget.on_request()
+            candidates = await self._choose(request)
+            up = await open_upstream(
+                raw, candidates, self.pool.backends, self.budget, self.config.retry, call.time_remaining, rq.routed
+            )
+            backend, candidate = up.backend, up.candidate
+            trailer = self._trailer(backend.name, candidate.reason, up.attempts)
+            last = up.first
+            code = None
+            try:
+                if last[0] == LAST_MESSAGE_TAG:
+                    yield last + trailer
+                else:
+                    rq.first_token()
+                    yield last
+                    async for chunk in up.chunks:
+                        if chunk and chunk[0] == LAST_MESSAGE_TAG:
+                            chunk += trailer
+                        last = chunk
+                        yield chunk
+                code = grpc.StatusCode.OK
+                status = "OK"
+            except grpc.aio.AioRpcError as e:
+                code = e.code()
+                # Text already reached the caller: no retry. Say how much was delivered.
+                delivered = pb.GenerateResponse.FromString(last).generated_tokens
+                yield self._error_message(delivered, candidate, backend.name, up.attempts)
+                raise StreamInterrupted(
+                    f"tier {backend.name} failed after {delivered} tokens: {(e.details() or code.name)[:256]}",
+                    code.name, delivered, tier=backend.name,
+                ) from None
+            finally:
+                up.call.cancel()
+                up.settle(code)
+                if code is grpc.StatusCode.OK:
+                    backend.load = tier_service_pb2.TierServiceGenerateResponse.FromString(last).load
+        except RouteError as e:
+            status, error = e.code, e
+            raise
+        finally:
+            if admitted:
+                self.in_flight -= 1
+            if status == "CANCELLED":
+                remaining = call.time_remaining()
+                if remaining is not None and remaining <= 0:
+                    status = "DEADLINE_EXCEEDED"
+            if rq is None:
+                rq = self.telemetry.request_started("", None, started, call.metadata)
+            rq.finished(status, last, error)
+
+    async def _choose(self, request: pb.GenerateRequest) -> list[Candidate]:
+        view = await self._view(request)
+        live = {name: b.live() for name, b in self.pool.backends.items()}
+        return choose_tier(view, self.config.tiers, self.profiles.tiers, live, self.config.policy)
+
+    async def _view(self, request: pb.GenerateRequest) -> RequestView:
+        """The request as choose_tier sees it. Tokenizes (off the event loop) only for tiers the byte bound cannot clear."""
+        sampling = request.sampling
+        max_tokens = sampling.max_tokens if sampling.HasField("max_tokens") else None
+        contents = [m.content for m in request.messages]
+        bound = upper_bound(request.prompt, contents)
+        needed = max_tokens if max_tokens is not None else 1
+        prompt_tokens: dict[str, int] = {}
+        counted: dict[str, int | None] = {}
+        for tier in self.config.tiers:
+            if bound + needed <= tier.max_model_len:
+                continue  # fits for sure: nothing to count
+            path = tier.tokenizer_path()
+            if path not in counted:
+                counted[path] = await asyncio.to_thread(self.tokens.count, path, request.prompt, contents)
+            if counted[path] is not None:
+                prompt_tokens[tier.name] = counted[path]
+        routing = request.routing
+        min_accuracy = routing.min_accuracy if routing.HasField("min_accuracy") else None
+        text = request.prompt or (contents[-1] if contents else "")
+        temperature = sampling.temperature if sampling.HasField("temperature") else None
+        expected = max_tokens if max_tokens is not None else DEFAULT_MAX_TOKENS
+        return RequestView(
+            max_tokens=max_tokens,
+            prompt_tokens=prompt_tokens,
+            prompt_bytes=bound,
+            pinned=routing.tier,
+            latency_budget_ms=routing.latency_budget_ms,
+            min_accuracy=min_accuracy,
+            complexity=classify(Signals(text, bound, expected, temperature)),
+        )
+
+    def _trailer(self, tier: str, reason: str, attempts: int) -> bytes:
+        key = (tier, reason, attempts)
+        trailer = self._trailers.get(key)
+        if trailer is None:
+            trailer = pb.GenerateResponse(tier=tier, routing_reason=reason, attempts=attempts).SerializeToString()
+            self._trailers[key] = trailer
+        return trailer
+
+    @staticmethod
+    def _error_message(delivered: int, candidate: Candidate, tier: str, attempts: int) -> bytes:
+        return pb.GenerateResponse(
+            finish_reason=common_pb2.FINISH_REASON_ERROR,
+            usage=common_pb2.Usage(completion_tokens=delivered),
+            generated_tokens=delivered,
+            tier=tier,
+            routing_reason=candidate.reason,
+            attempts=attempts,
+        ).SerializeToString()

@@ -1,0 +1,38 @@
+"""A GenerateRequest as the router accepts it: parsed once, checked against the limits before any tokenizing."""
+
+from __future__ import annotations
+
+from google.protobuf.message import DecodeError
+
+from mesh.config import RequestLimits
+from qarr.v1 import router_service_pb2 as pb
+from router.errors import InvalidRequest, clip
+
+ROLES = frozenset({"system", "user", "assistant"})
+
+
+def parse_request(raw: bytes, limits: RequestLimits) -> pb.GenerateRequest:
+    """The request, or InvalidRequest naming the field. Sampling values are the tier's to check."""
+    try:
+        request = pb.GenerateRequest.FromString(raw)
+    except DecodeError:
+        raise InvalidRequest("request is not a valid qarr.v1.GenerateRequest", "BAD_REQUEST") from None
+    if bool(request.prompt) == bool(request.messages):
+        raise InvalidRequest("set exactly one of prompt and messages")
+    if len(request.messages) > limits.max_messages:
+        raise InvalidRequest(f"messages has {len(request.messages)} entries; at most {limits.max_messages}")
+    size = len(request.prompt.encode()) if request.prompt else sum(len(m.content.encode()) for m in request.messages)
+    if size > limits.max_prompt_bytes:
+        raise InvalidRequest(
+            f"prompt is {size} bytes; this router accepts at most {limits.max_prompt_bytes}", "PROMPT_TOO_LONG"
+        )
+    for i, m in enumerate(request.messages):
+        if m.role not in ROLES:
+            raise InvalidRequest(f"messages[{i}].role must be one of {sorted(ROLES)}, got {clip(m.role)!r}")
+    if len(request.request_id) > limits.max_request_id_chars:
+        raise InvalidRequest(f"request_id is longer than {limits.max_request_id_chars} characters")
+    routing = request.routing
+    if routing.HasField("min_accuracy") and not (0.0 <= routing.min_accuracy <= 1.0):  # NaN fails both
+        raise InvalidRequest(f"routing.min_accuracy must be within [0, 1], got {routing.min_accuracy}")
+    return request
+

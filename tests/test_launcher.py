@@ -1,0 +1,339 @@
+"""The launcher (`python -m launcher`, what `make up` runs) as a user runs it: real processes on free ports.
+
+It starts the tiers and then the router; when a tier server dies (kill -9) under load the router moves
+traffic to the other tier while the launcher restarts the dead one; Ctrl-C (SIGINT to the launcher's
+process group, as a terminal sends it) drains and stops every process of the mesh, engine processes
+included, within grace + 5 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+
+from launcher.process import ServerProcess, free_port, is_serving
+from qarr.v1 import common_pb2, router_service_pb2 as pb, router_service_pb2_grpc
+from tests.process_tree import Proc, alive, descendants, in_groups, wait_until_none
+
+GRACE_S = 2.0  # drain grace of every server in the fast tests
+STREAMS = 20
+
+
+# ---------------------------------------------------------------- a mesh under a launcher
+
+def write_mesh(tmp_path: Path, tiers: list[dict], grace_s: float, **router) -> Path:
+    """A mesh file with fast health polling, for the launcher and the router it starts."""
+    mesh = {"listen": f"127.0.0.1:{free_port()}", "health_interval_s": 0.2, "health_timeout_s": 0.5,
+            "load_interval_s": 0.2, "grace_seconds": grace_s, "drain_notice_seconds": 0.5, **router, "tiers": tiers}
+    path = tmp_path / "mesh.yaml"
+    path.write_text(yaml.safe_dump(mesh, sort_keys=False))
+    return path
+
+
+def fake_tier(name: str, token_delay_ms: float) -> dict:
+    serve = {"engine": "fake", "fake_token_delay_ms": token_delay_ms, "grace_seconds": GRACE_S, "drain_notice_seconds": 0.5}
+    return {"name": name, "address": f"127.0.0.1:{free_port()}", "model": "fake", "quantization": "bf16", "serve": serve}
+
+
+def start_launcher(path: Path, log: Path, *args: str) -> ServerProcess:
+    """`python -m launcher` in its own session and process group, as a shell runs a foreground job;
+    its address is the router's. (The stop timeout only matters for cleanup after a failure.)"""
+    listen = yaml.safe_load(path.read_text())["listen"]
+    argv = [sys.executable, "-m", "launcher", "--config", str(path), *args]
+    return ServerProcess("launcher", argv, listen, log=log, stop_timeout_s=30).start()
+
+
+def tier_server(launcher: ServerProcess, name: str) -> Proc:
+    """The launcher's tier server process for tier `name`."""
+    for p in descendants(launcher.pid):
+        args = p.cmdline.split()
+        if p.ppid == launcher.pid and "tier_server" in args and args[args.index("--name") + 1] == name:
+            return p
+    raise LookupError(f"no tier server {name} under the launcher")
+
+
+def mesh_processes(launcher: ServerProcess) -> list[Proc]:
+    """The launcher and every process below it (servers, their engine processes), as recorded now."""
+    return [p for p in alive([launcher.pid])] + descendants(launcher.pid)
+
+
+def cleanup(launcher: ServerProcess, recorded: list[Proc]) -> None:
+    """After a failed test: kill whatever of the mesh is left (the session fixture checks too)."""
+    launcher.kill()
+    for p in in_groups({p.pgid for p in recorded}) + alive(p.pid for p in recorded):
+        try:
+            os.kill(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+async def wait_for(check: Callable[[], Awaitable[bool] | bool], timeout: float, what: str, poll_s: float = 0.05) -> float:
+    """Poll until check() is true; the monotonic time it was first seen true."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ok = check()
+        if asyncio.iscoroutine(ok):
+            ok = await ok
+        if ok:
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f} s: {what}")
+        await asyncio.sleep(poll_s)
+
+
+async def tiers(stub) -> dict[str, pb.TierInfo]:
+    return {t.name: t for t in (await stub.ListTiers(pb.ListTiersRequest(), timeout=5)).tiers}
+
+
+# ---------------------------------------------------------------- load
+
+@dataclass
+class Call:
+    started: float
+    ended: float = 0.0
+    code: str = ""
+    tier: str = ""
+    tokens: int = 0
+    finish: int = 0
+
+
+async def call(stub, max_tokens: int, tier: str = "", timeout: float = 60.0) -> Call:
+    c = Call(time.monotonic())
+    req = pb.GenerateRequest(prompt="Name three colours.", request_id=f"launcher-test-{id(c)}",
+                             sampling=common_pb2.SamplingParams(max_tokens=max_tokens), routing=pb.RoutingHints(tier=tier))
+    try:
+        async for msg in stub.Generate(req, timeout=timeout):
+            c.tokens = msg.generated_tokens or c.tokens
+            c.tier, c.finish = msg.tier or c.tier, msg.finish_reason or c.finish
+        c.code = "OK"
+    except grpc.aio.AioRpcError as e:
+        c.code = e.code().name
+    c.ended = time.monotonic()
+    return c
+
+
+class Load:
+    """STREAMS callers, each sending one stream after another until stopped; every call recorded."""
+
+    def __init__(self, stub, max_tokens: int) -> None:
+        self.calls: list[Call] = []
+        self._stop = asyncio.Event()
+        self._tasks = [asyncio.create_task(self._caller(stub, max_tokens)) for _ in range(STREAMS)]
+
+    async def _caller(self, stub, max_tokens: int) -> None:
+        while not self._stop.is_set():
+            c = await call(stub, max_tokens)
+            self.calls.append(c)
+
+    def finished_after(self, t: float) -> list[Call]:
+        return [c for c in self.calls if c.started > t]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+
+
+# ---------------------------------------------------------------- the scenario both tests run
+
+@dataclass
+class KillFigures:
+    killed_at: float
+    breaker_open_s: float
+    serving_again_s: float
+    engine_gone_s: float | None
+    engine_processes: int
+    after_open: int
+    cut_in_flight: int
+
+
+async def kill_a_tier_under_load(launcher: ServerProcess, stub, victim: str, other: str, max_tokens: int,
+                                 restart_within_s: float, after_open: int) -> KillFigures:
+    """kill -9 `victim`'s tier server under STREAMS streams: every call started after its breaker was seen
+    OPEN succeeds on `other`; its engine processes are gone; the launcher has it SERVING again in time."""
+    victim_server = tier_server(launcher, victim)
+    victim_group = descendants(victim_server.pid)  # engine processes, for a real tier
+    address = (await tiers(stub))[victim].address
+    load = Load(stub, max_tokens)
+    await wait_for(lambda: len(load.calls) >= STREAMS, 120, f"{STREAMS} calls done before the kill")
+    os.kill(victim_server.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    opened_at = await wait_for(lambda: _breaker_open(stub, victim), 10, f"{victim}'s breaker OPEN")
+    engine_gone_at = None
+    if victim_group:
+        left, waited = await asyncio.to_thread(wait_until_none, lambda: alive(p.pid for p in victim_group), 10)
+        assert not left, f"engine processes of the killed tier still running: {left}"
+        engine_gone_at = killed_at + waited
+    await wait_for(lambda: len(load.finished_after(opened_at)) >= after_open, 120, f"{after_open} calls after the breaker opened")
+    back_at = await wait_for(lambda: asyncio.to_thread(is_serving, address, 0.5), restart_within_s + 5,
+                             f"{victim} SERVING again", poll_s=0.1)
+    await load.stop()
+
+    after = load.finished_after(opened_at)
+    failed = [c for c in after if c.code != "OK" or c.tier != other]
+    assert not failed, f"{len(failed)} of {len(after)} calls after the breaker opened failed or went elsewhere: {failed[:5]}"
+    cut = [c for c in load.calls if c.started <= opened_at and c.code != "OK"]
+    assert all(c.code == "UNAVAILABLE" for c in cut), cut
+    assert tier_server(launcher, victim).pid != victim_server.pid
+    figures = KillFigures(killed_at, opened_at - killed_at, back_at - killed_at,
+                          engine_gone_at - killed_at if engine_gone_at else None, len(victim_group), len(after), len(cut))
+    assert figures.serving_again_s < restart_within_s, figures
+    log = launcher.log.read_text()
+    assert f"tier {victim} exited (SIGKILL)" in log and "restarting in" in log and f"tier {victim} SERVING again" in log
+    return figures
+
+
+async def _breaker_open(stub, name: str) -> bool:
+    return (await tiers(stub))[name].breaker == pb.BREAKER_STATE_OPEN
+
+
+def sigint_stops_everything(launcher: ServerProcess, grace_s: float) -> tuple[float, list[Proc]]:
+    """SIGINT to the launcher's process group (a terminal's Ctrl-C): the launcher exits 0 and every
+    process recorded before, and every process of their groups, is gone within grace + 5 s."""
+    recorded = mesh_processes(launcher)
+    groups = {p.pgid for p in recorded}
+    sent = time.monotonic()
+    os.killpg(launcher.pid, signal.SIGINT)
+    assert launcher.wait_exit(grace_s + 5) == 0, launcher.log_tail()
+    left, _ = wait_until_none(lambda: alive(p.pid for p in recorded) + in_groups(groups), max(0.0, sent + grace_s + 5 - time.monotonic()))
+    stop_s = time.monotonic() - sent
+    assert not left, f"still running {stop_s:.1f} s after SIGINT: {left}"
+    assert stop_s < grace_s + 5
+    return stop_s, recorded
+
+
+# ---------------------------------------------------------------- fast tests (fake engines)
+
+async def test_a_killed_tier_is_restarted_while_the_other_serves_and_ctrl_c_leaves_no_process(tmp_path):
+    """kill -9 of one fake tier under 20 streams: 0 errors after its breaker opens (the other tier serves),
+    it is SERVING again within 60 s; then SIGINT stops every process within grace + 5 s."""
+    path = write_mesh(tmp_path, [fake_tier("a", 20), fake_tier("b", 20)], GRACE_S)
+    launcher = start_launcher(path, tmp_path / "launcher.log")
+    recorded: list[Proc] = []
+    try:
+        await asyncio.to_thread(launcher.wait_serving, 60)
+        async with grpc.aio.insecure_channel(launcher.address) as channel:
+            stub = router_service_pb2_grpc.RouterServiceStub(channel)
+            await wait_for(lambda: _all_serving(stub), 30, "the router sees both tiers SERVING")
+            # Without profiles the router prefers the first tier: a carries the load, so kill a.
+            figures = await kill_a_tier_under_load(launcher, stub, "a", "b", max_tokens=10, restart_within_s=60,
+                                                   after_open=2 * STREAMS)
+            await wait_for(lambda: _all_serving(stub), 30, "the router sees a SERVING again")
+        stop_s, recorded = await asyncio.to_thread(sigint_stops_everything, launcher, GRACE_S)
+    finally:
+        cleanup(launcher, recorded or mesh_processes(launcher))
+    print(f"\nfake tiers: kill -9 of tier a under {STREAMS} streams: breaker OPEN after {figures.breaker_open_s * 1000:.0f} ms, "
+          f"{figures.after_open} calls after it all OK on b, {figures.cut_in_flight} cut in flight on a; "
+          f"a SERVING again {figures.serving_again_s:.1f} s after the kill; SIGINT -> {len(recorded)} processes gone "
+          f"in {stop_s:.1f} s (grace {GRACE_S:.0f} s)")
+
+
+async def _all_serving(stub) -> bool:
+    return all(t.health == pb.HEALTH_STATE_SERVING for t in (await tiers(stub)).values())
+
+
+def test_sigterm_stops_a_mesh_that_is_up_and_leaves_no_process(tmp_path):
+    """The launcher prints its banner once the mesh is up; SIGTERM to the launcher alone stops every process."""
+    path = write_mesh(tmp_path, [fake_tier("a", 0), fake_tier("b", 0)], GRACE_S)
+    launcher = start_launcher(path, tmp_path / "launcher.log")
+    recorded: list[Proc] = []
+    try:
+        launcher.wait_serving(60)
+        wait_until_none(lambda: [] if "QARR mesh is up" in launcher.log.read_text() else [launcher], 30)
+        assert "qarr generate" in launcher.log.read_text()
+        recorded = mesh_processes(launcher)
+        assert len([p for p in recorded if p.ppid == launcher.pid]) == 3  # two tiers and the router
+        launcher.terminate()
+        assert launcher.wait_exit(GRACE_S + 5) == 0
+        assert not wait_until_none(lambda: alive(p.pid for p in recorded), 1)[0]
+    finally:
+        cleanup(launcher, recorded)
+
+
+def test_a_tier_that_cannot_start_stops_the_tiers_already_started(tmp_path):
+    """When one tier cannot bind its port, the launcher exits 1 and the tier it did start is stopped too."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        blocked = fake_tier("b", 0)
+        blocked["address"] = f"127.0.0.1:{taken.getsockname()[1]}"
+        path = write_mesh(tmp_path, [fake_tier("a", 0), blocked], GRACE_S)
+        launcher = start_launcher(path, tmp_path / "launcher.log")
+        started: list[Proc] = []
+        deadline = time.monotonic() + 30
+        while launcher.exit_code() is None and time.monotonic() < deadline:
+            started = [p for p in descendants(launcher.pid) if p.ppid == launcher.pid] or started
+            time.sleep(0.05)
+        assert launcher.wait_exit(60) == 1
+    assert started, "the launcher never started a tier"
+    assert not alive(p.pid for p in started)
+    assert "the mesh did not start" in launcher.log.read_text()
+
+
+# ---------------------------------------------------------------- the same with real vLLM tiers
+
+@pytest.mark.engine
+async def test_real_tiers_kill_restart_and_ctrl_c_drain(bundled_model, tmp_path):
+    """Two real vLLM CPU tiers: kill -9 of one tier server under 20 streams ends its EngineCore/Worker
+    processes too, the other tier serves every call after its breaker opened, it is SERVING again within
+    60 s; then Ctrl-C with 20 streams in flight (10 per tier): the engine processes, in their tiers' own
+    process groups, never get the SIGINT, all 20 finish, and every process is gone within grace + 5 s."""
+    grace_s = 10.0
+    serve = {"dtype": "bfloat16", "kv_cache_gib": 0.25, "grace_seconds": grace_s, "drain_notice_seconds": 1.0,
+             "log_level": "WARNING"}
+    tiers_ = [{"name": n, "address": f"127.0.0.1:{free_port()}", "model": str(bundled_model), "quantization": "bf16",
+               "max_model_len": 1024, "serve": serve} for n in ("a", "b")]
+    # A short breaker open time: after its restart a is back in rotation for the Ctrl-C part.
+    path = write_mesh(tmp_path, tiers_, grace_s, breaker={"open_base_s": 2.0, "open_max_s": 4.0})
+    launcher = start_launcher(path, tmp_path / "launcher.log")
+    recorded: list[Proc] = []
+    try:
+        await asyncio.to_thread(launcher.wait_serving, 600)
+        async with grpc.aio.insecure_channel(launcher.address) as channel:
+            stub = router_service_pb2_grpc.RouterServiceStub(channel)
+            await wait_for(lambda: _all_serving(stub), 60, "the router sees both tiers SERVING")
+            engines = [p for p in descendants(tier_server(launcher, "a").pid) if p.name.startswith("VLLM::")]
+            assert {p.name for p in engines} >= {"VLLM::EngineCore", "VLLM::Worker"}, engines
+            kill = await kill_a_tier_under_load(launcher, stub, "a", "b", max_tokens=16, restart_within_s=60,
+                                                after_open=STREAMS)
+
+            # Ctrl-C with 10 streams in flight on each tier, each short enough to finish within the grace.
+            await wait_for(lambda: _all_serving(stub), 60, "the router sees a SERVING again")
+            await wait_for(lambda: _breaker_lets_through(stub, "a"), 30, "a's breaker past OPEN")
+            assert (await call(stub, 4, tier="a")).code == "OK"  # the probe that closes a's breaker
+            recorded = mesh_processes(launcher)
+            engines = [p for p in recorded if p.name.startswith("VLLM::")]
+            assert len(engines) >= 4 and all(p.pgid not in (launcher.pid, os.getpgid(0)) for p in engines)
+            streams = [asyncio.create_task(call(stub, 32, tier=t, timeout=120)) for t in ("a", "b") * (STREAMS // 2)]
+            await wait_for(lambda: _tiers_running(stub, STREAMS), 60, f"{STREAMS} streams running on the tiers")
+            stop_s, recorded = await asyncio.to_thread(sigint_stops_everything, launcher, grace_s)
+            done = await asyncio.gather(*streams)
+        finished = [c for c in done if c.code == "OK" and c.finish == common_pb2.FINISH_REASON_LENGTH and c.tokens == 32]
+        assert len(finished) == STREAMS, [c for c in done if c not in finished]
+        slowest = max(c.ended - c.started for c in done)
+    finally:
+        cleanup(launcher, recorded or mesh_processes(launcher))
+    print(f"\nreal tiers: kill -9 of tier a under {STREAMS} streams: its {kill.engine_processes} child processes gone "
+          f"{kill.engine_gone_s * 1000:.0f} ms after the kill, breaker OPEN after {kill.breaker_open_s * 1000:.0f} ms, "
+          f"{kill.after_open} calls after it all OK on b, {kill.cut_in_flight} cut in flight on a; a SERVING again "
+          f"{kill.serving_again_s:.1f} s after the kill. Ctrl-C with {STREAMS} streams in flight: {len(finished)} of "
+          f"{STREAMS} finished (slowest {slowest:.1f} s), {len(recorded)} processes gone {stop_s:.1f} s after SIGINT "
+          f"(grace {grace_s:.0f} s)")
+
+
+async def _breaker_lets_through(stub, name: str) -> bool:
+    return (await tiers(stub))[name].breaker != pb.BREAKER_STATE_OPEN
+
+
+async def _tiers_running(stub, n: int) -> bool:
+    return sum(t.in_flight for t in (await tiers(stub)).values()) >= n
