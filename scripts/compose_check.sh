@@ -11,13 +11,13 @@
 #   6. `compose down -v`: no container of the project is left (also on failure or Ctrl-C)
 #
 # env: COMPOSE (default: `docker compose`, else `docker-compose`), QARR_CHECK_PROJECT,
-#      QARR_CHECK_REQUESTS (default 12), QARR_CHECK_TIMEOUT (seconds to healthy, default 600),
+#      QARR_CHECK_REQUESTS (default 12), QARR_CHECK_TIMEOUT (seconds to healthy, default 900),
 #      and scripts/docker_image.sh's QARR_IMAGE, BASE_IMAGE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 project=${QARR_CHECK_PROJECT:-qarr-check}
 requests=${QARR_CHECK_REQUESTS:-12}
-timeout=${QARR_CHECK_TIMEOUT:-600}
+timeout=${QARR_CHECK_TIMEOUT:-900}
 if [ -n "${COMPOSE:-}" ]; then read -ra compose <<<"$COMPOSE"
 elif docker compose version >/dev/null 2>&1; then compose=(docker compose)
 else compose=(docker-compose); fi
@@ -49,7 +49,7 @@ teardown() {
 restarts() { docker inspect -f '{{.RestartCount}}' "$(cid "$1")"; }
 
 wait_healthy() {  # wait_healthy SERVICE...: until each one's healthcheck passes
-  local start s; start=$(now)
+  local start s next=30; start=$(now)
   declare -A before
   for s in "$@"; do before[$s]=$(restarts "$s"); done
   while :; do
@@ -61,6 +61,7 @@ wait_healthy() {  # wait_healthy SERVICE...: until each one's healthcheck passes
     done
     [ ${#pending[@]} -eq 0 ] && return 0
     [ "$(since "$start")" -ge "$timeout" ] && fail "not healthy after ${timeout} s: ${pending[*]}"
+    if [ "$(since "$start")" -ge "$next" ]; then say "  ${next} s: waiting for ${pending[*]}"; next=$(( next + 30 )); fi
     sleep 1
   done
 }
