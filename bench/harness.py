@@ -21,6 +21,7 @@ from pathlib import Path
 
 from launcher.process import REPO, ServerProcess, free_port, local_env as subprocess_env, stop_all as stop_servers
 from mesh.config import MeshConfig, TierSpec
+from profiler.stats import percentile
 
 ROUTER_METHOD = "/qarr.v1.RouterService/Generate"
 TIER_METHOD = "/qarr.v1.TierService/Generate"
@@ -34,8 +35,9 @@ class Server(ServerProcess):
     """One measured server (tier, router or plain relay) on a free loopback port, started at once
     (launcher/process.py owns it); wait with `.wait_serving()`."""
 
-    def __init__(self, name: str, argv: list[str], port: int, log: Path | None = None) -> None:
-        super().__init__(name, argv, f"127.0.0.1:{port}", log=log, stop_timeout_s=15.0)
+    def __init__(self, name: str, argv: list[str], port: int, log: Path | None = None, repo: Path = REPO) -> None:
+        env = None if repo == REPO else {**subprocess_env(), "PYTHONPATH": os.pathsep.join([str(repo), str(repo / "protos")])}
+        super().__init__(name, argv, f"127.0.0.1:{port}", log=log, env=env, cwd=repo, stop_timeout_s=15.0)
         self.port = port
         self.start()
 
@@ -53,25 +55,47 @@ def start_fake_tier(out: Path, name: str = "fake", token_delay_ms: float = 0.0) 
     return Server(f"tier {name}", argv, port, out / f"tier-{name}.log")
 
 
-def write_router_config(path: Path, tiers: Sequence[TierSpec | dict]) -> Path:
-    """A mesh file for the router alone (tiers already running), validated like any mesh file."""
+def write_router_config(path: Path, tiers: Sequence[TierSpec | dict], **settings) -> Path:
+    """A mesh file for the router alone (tiers already running), validated like any mesh file;
+    `settings` (profiles, policy, ...) are router settings as in mesh.yaml."""
     import yaml
 
     # Admission limits above the largest load a benchmark offers (1,000 open streams), so the
     # benchmarks measure the relay rather than the router's deliberate RESOURCE_EXHAUSTED.
     limit = {"max_in_flight": 4096}
     specs = [(t if isinstance(t, TierSpec) else TierSpec.model_validate(t)).model_copy(update=limit) for t in tiers]
-    config = MeshConfig(tiers=specs, grace_seconds=1, **limit)
+    config = MeshConfig.model_validate({"grace_seconds": 1, **limit, **settings, "tiers": specs})
     path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_defaults=True), sort_keys=False))
     return path
 
 
-def start_router(out: Path, tiers: Sequence[TierSpec | dict], log_level: str = "INFO", tag: str = "router") -> Server:
-    """The real router (`python -m router`), logging at its production level into a file."""
+def start_router(
+    out: Path, tiers: Sequence[TierSpec | dict], log_level: str = "INFO", tag: str = "router", repo: Path = REPO,
+    **settings,
+) -> Server:
+    """The real router (`python -m router`), logging at its production level into a file.
+    `repo`: another checkout whose router to run (see `checkout`), for before/after comparisons;
+    `settings`: router settings for its mesh file (profiles, policy, ...)."""
     port = free_port()
-    config = write_router_config(out / f"{tag}.yaml", tiers)
-    argv = [sys.executable, "-m", "router", "--config", str(config), "--listen", f"127.0.0.1:{port}", "--log-level", log_level]
-    return Server("router", argv, port, out / f"{tag}.log")
+    config = write_router_config(out / f"{tag}.yaml", tiers, **settings)
+    argv = [sys.executable, "-m", "router", "--config", str(config.resolve()), "--listen", f"127.0.0.1:{port}", "--log-level", log_level]
+    return Server(tag, argv, port, out / f"{tag}.log", repo=repo)
+
+
+def checkout(ref: str, where: Path) -> Path:
+    """The source tree of git `ref` (e.g. main~5) at `where`, extracted with `git archive` (no worktree to clean up)."""
+    import shutil
+    import tarfile
+
+    if where.exists():
+        shutil.rmtree(where)
+    where.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "--format=tar", ref], cwd=REPO, capture_output=True, check=True).stdout
+    import io
+
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(where, filter="data")
+    return where
 
 
 def start_plain_relay(out: Path, upstream: str, tag: str = "relay") -> Server:
@@ -205,19 +229,8 @@ class LoadGen:
 
 # ---------------------------------------------------------------- statistics
 
-def pct(values: Sequence[float], q: float) -> float:
-    """Percentile with linear interpolation; nan for no values."""
-    if not values:
-        return float("nan")
-    v = sorted(values)
-    k = (len(v) - 1) * q / 100
-    lo = int(k)
-    hi = min(lo + 1, len(v) - 1)
-    return v[lo] + (v[hi] - v[lo]) * (k - lo)
-
-
 def summary_ms(values_s: Sequence[float]) -> dict:
-    return {"n": len(values_s), "p50": pct(values_s, 50) * 1e3, "p95": pct(values_s, 95) * 1e3, "p99": pct(values_s, 99) * 1e3}
+    return {"n": len(values_s), "p50": percentile(values_s, 50) * 1e3, "p95": percentile(values_s, 95) * 1e3, "p99": percentile(values_s, 99) * 1e3}
 
 
 def fit_line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
