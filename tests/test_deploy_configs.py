@@ -35,9 +35,14 @@ ROUTER_METRIC = "qarr_router_in_flight_streams"
 # --- helpers -------------------------------------------------------------------
 
 
+def with_defaults(value: str) -> str:
+    """A compose value with each ${VAR:-default} replaced by its default (what an unset VAR gives)."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
+
+
 def settings_from_env(env: dict[str, str]) -> TierConfig:
     """The tier server's settings from a container's QARR_TIER_* variables (unknown names fail)."""
-    return TierConfig.model_validate({k.removeprefix(PREFIX).lower(): v for k, v in env.items() if k.startswith(PREFIX)})
+    return TierConfig.model_validate({k.removeprefix(PREFIX).lower(): with_defaults(v) for k, v in env.items() if k.startswith(PREFIX)})
 
 
 def settings_from_mesh(spec: TierSpec) -> TierConfig:
@@ -244,7 +249,7 @@ def test_tier_probes_are_native_grpc_health_checks(rendered):
 
 
 def test_router_reads_the_mesh_configmap_and_runs_several_replicas(rendered):
-    """The router Deployment mounts the rendered mesh ConfigMap where its --config points, runs at least two replicas, and a PDB keeps one up."""
+    """The router Deployment mounts the rendered mesh ConfigMap where its --config points, is ready on grpc health and alive on its port, runs at least two replicas, and a PDB keeps one up."""
     _, docs = rendered
     config_map, mesh = mesh_of(docs)
     router = by_kind(docs, "Deployment")["qarr-router"]
@@ -255,7 +260,10 @@ def test_router_reads_the_mesh_configmap_and_runs_several_replicas(rendered):
     mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
     assert config == Path(mount["mountPath"]) / "mesh.yaml"
     assert {"name": "grpc", "containerPort": int(mesh.listen.rpartition(":")[2])} in container["ports"]
+    # Readiness is grpc health (NOT_SERVING while no tier can serve); liveness must not be, or
+    # routers would be restarted whenever every tier is down.
     assert container["readinessProbe"]["grpc"]["port"] == int(mesh.listen.rpartition(":")[2])
+    assert "grpc" not in container["livenessProbe"] and container["livenessProbe"]["tcpSocket"]["port"] == "grpc"
     assert router["spec"]["replicas"] >= 2
     pdb = by_kind(docs, "PodDisruptionBudget")["qarr-router"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels(router).items()
