@@ -61,7 +61,7 @@ COPY --from=build /models /models
 COPY --from=build /dist /dist
 RUN /opt/venv/bin/pip install --quiet --no-index --no-deps --disable-pip-version-check /dist/*.whl && rm -rf /dist
 COPY profiles/default.yaml /app/profiles/default.yaml
-COPY deploy/compose-mesh.yaml /app/deploy/compose-mesh.yaml
+COPY deploy/compose-mesh.yaml deploy/compose-mesh.secure.yaml /app/deploy/
 WORKDIR /app
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 VLLM_CPU_OMP_THREADS_BIND=nobind \
     VLLM_CACHE_ROOT=/home/qarr/.cache/vllm TORCHINDUCTOR_CACHE_DIR=/home/qarr/.cache/inductor

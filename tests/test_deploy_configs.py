@@ -26,7 +26,7 @@ from tier_server.config import TierConfig
 
 PREFIX = "QARR_TIER_"
 TIER_SERVICE = "qarr.v1.TierService"
-OVERLAYS = ("cpu", "gpu")
+OVERLAYS = ("cpu", "gpu", "gpu-secure")
 # Native gRPC probes are GA from 1.27: check against it and the newest schemas shipped.
 K8S_VERSIONS = ("1.27", kubernetes_validate.latest_version())
 ROUTER_METRIC = "qarr_router_in_flight_streams"
@@ -41,8 +41,17 @@ def with_defaults(value: str) -> str:
 
 
 def settings_from_env(env: dict[str, str]) -> TierConfig:
-    """The tier server's settings from a container's QARR_TIER_* variables (unknown names fail)."""
-    return TierConfig.model_validate({k.removeprefix(PREFIX).lower(): with_defaults(v) for k, v in env.items() if k.startswith(PREFIX)})
+    """The tier server's settings from a container's QARR_TIER_* variables (unknown names fail;
+    QARR_TIER_TLS__CERT is the nested setting tls.cert)."""
+    fields: dict = {}
+    for key, value in env.items():
+        if key.startswith(PREFIX):
+            *outer, name = key.removeprefix(PREFIX).lower().split("__")
+            node = fields
+            for part in outer:
+                node = node.setdefault(part, {})
+            node[name] = with_defaults(value)
+    return TierConfig.model_validate(fields)
 
 
 def settings_from_mesh(spec: TierSpec) -> TierConfig:
@@ -57,13 +66,15 @@ def dockerfile() -> str:
 
 
 def dockerfile_copies() -> dict[str, str]:
-    """Destination of each source the final and build stages COPY from the context."""
+    """Where each source the Dockerfile COPYs from the context lands (a file copied into a folder: that folder/name)."""
     copies = {}
     for line in dockerfile().splitlines():
         parts = line.split()
         if parts[:1] == ["COPY"] and not any(p.startswith("--from") for p in parts):
+            dest = parts[-1]
             for src in parts[1:-1]:
-                copies[src.rstrip("/")] = parts[-1]
+                into_folder = dest.endswith("/") and (REPO / src).is_file()
+                copies[src.rstrip("/")] = dest + Path(src).name if into_folder else dest
     return copies
 
 
@@ -118,7 +129,8 @@ def rendered(request) -> tuple[str, list[dict]]:
 
 def test_every_shipped_mesh_file_loads():
     """The local, compose and Kubernetes mesh files are valid mesh descriptions."""
-    for path in ("mesh.yaml", "mesh.quant.yaml", "deploy/compose-mesh.yaml", "deploy/k8s/base/mesh.yaml"):
+    for path in ("mesh.yaml", "mesh.quant.yaml", "deploy/compose-mesh.yaml", "deploy/compose-mesh.secure.yaml",
+                 "deploy/k8s/base/mesh.yaml", "deploy/k8s/components/secure/mesh.yaml"):
         assert load_mesh(REPO / path).tiers, path
 
 
@@ -167,7 +179,7 @@ def test_compose_router_reads_the_mesh_file_and_profiles_baked_into_the_image():
 def test_every_model_the_deploy_files_name_is_prepared_in_the_image():
     """Each tier model path in the compose and Kubernetes files is a folder the Dockerfile prepares at build time."""
     named = set()
-    for path in ("deploy/compose-mesh.yaml", "deploy/k8s/base/mesh.yaml"):
+    for path in ("deploy/compose-mesh.yaml", "deploy/compose-mesh.secure.yaml", "deploy/k8s/base/mesh.yaml", "deploy/k8s/components/secure/mesh.yaml"):
         named |= {t.model for t in load_mesh(REPO / path).tiers}
     named |= {s["environment"][f"{PREFIX}MODEL"] for s in compose()["services"].values() if f"{PREFIX}MODEL" in s.get("environment", {})}
     assert named and named <= prepared_models()
@@ -237,11 +249,12 @@ def test_every_mesh_tier_has_a_deployment_and_a_headless_service(rendered):
 
 
 def test_tier_probes_are_native_grpc_health_checks(rendered):
-    """Startup and readiness ask grpc.health.v1 for the tier service on the tier's port; liveness asks for the whole server."""
+    """Startup and readiness ask grpc.health.v1 for the tier service on the tier's (health) port; liveness asks for the whole server."""
     _, docs = rendered
     for name, deployment in tier_deployments(docs).items():
         container = deployment["spec"]["template"]["spec"]["containers"][0]
-        port = settings_from_env(container_env(deployment)).port
+        settings = settings_from_env(container_env(deployment))
+        port = settings.health_port or settings.port  # a TLS tier answers probes on its plaintext health port
         for probe in ("startupProbe", "readinessProbe"):
             assert container[probe]["grpc"] == {"port": port, "service": TIER_SERVICE}, (name, probe)
         assert container["livenessProbe"]["grpc"]["port"] == port
@@ -262,7 +275,7 @@ def test_router_reads_the_mesh_configmap_and_runs_several_replicas(rendered):
     assert {"name": "grpc", "containerPort": int(mesh.listen.rpartition(":")[2])} in container["ports"]
     # Readiness is grpc health (NOT_SERVING while no tier can serve); liveness must not be, or
     # routers would be restarted whenever every tier is down.
-    assert container["readinessProbe"]["grpc"]["port"] == int(mesh.listen.rpartition(":")[2])
+    assert container["readinessProbe"]["grpc"]["port"] == int((mesh.health_listen or mesh.listen).rpartition(":")[2])
     assert "grpc" not in container["livenessProbe"] and container["livenessProbe"]["tcpSocket"]["port"] == "grpc"
     assert router["spec"]["replicas"] >= 2
     pdb = by_kind(docs, "PodDisruptionBudget")["qarr-router"]
@@ -290,9 +303,9 @@ def test_router_hpa_scales_on_a_metric_the_router_exports(rendered):
     assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
 
 
-def test_gpu_overlay_gives_each_tier_a_gpu_and_cpu_overlay_none():
-    """Under the gpu overlay every tier pod requests one nvidia.com/gpu; under the cpu overlay none does, and images are tagged apart."""
-    for overlay, gpus in (("gpu", "1"), ("cpu", None)):
+def test_gpu_overlays_give_each_tier_a_gpu_and_cpu_overlay_none():
+    """Under the gpu overlays every tier pod requests one nvidia.com/gpu; under the cpu overlay none does, and images are tagged apart."""
+    for overlay, gpus in (("gpu", "1"), ("gpu-secure", "1"), ("cpu", None)):
         docs = render(overlay)
         for name, deployment in tier_deployments(docs).items():
             limits = deployment["spec"]["template"]["spec"]["containers"][0]["resources"].get("limits", {})
