@@ -43,7 +43,13 @@ def say(message: str) -> None:
     print(f"[launcher] {message}", flush=True)
 
 
-def banner(listen: str, tiers: list[str], up_s: float) -> str:
+def banner(listen: str, tiers: list[str], up_s: float, http: str | None = None) -> str:
+    """What to run against the mesh; `http`: the HTTP door's HOST:PORT when it is enabled."""
+    openai = "" if http is None else f"""
+OpenAI-compatible HTTP door on http://{http}/v1 (model "auto", or a tier name to pin):
+  curl http://{http}/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{{"model":"auto","messages":[{{"role":"user","content":"What is the capital of France?"}}]}}'
+"""
     return f"""
 QARR mesh is up after {up_s:.0f} s: router on {listen}, tiers {', '.join(tiers)}.
 
@@ -51,7 +57,7 @@ QARR mesh is up after {up_s:.0f} s: router on {listen}, tiers {', '.join(tiers)}
   .venv/bin/qarr tiers
   grpcurl -plaintext {listen} list
   grpcurl -plaintext -d '{{"messages":[{{"role":"user","content":"What is the capital of France?"}}]}}' {listen} qarr.v1.RouterService/Generate
-
+{openai}
 A server that exits is restarted. Ctrl-C drains and stops the mesh.
 """
 
@@ -85,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         for t in config.tiers:
             say(f"starting tier {t.name} ({t.quantization or t.serve.engine}) on {t.address}")
         if supervisor.start(tiers) and supervisor.start([router]):
-            print(banner(router.address, [t.name for t in config.tiers], time.monotonic() - started), flush=True)
+            http = config.http.listen if config.http.enabled else None
+            print(banner(router.address, [t.name for t in config.tiers], time.monotonic() - started, http), flush=True)
             supervisor.run()
     except (ServerExited, TimeoutError) as e:
         say(f"the mesh did not start: {e}; see the server's log above")
