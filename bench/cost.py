@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench import harness as h
 
-METHOD = {"direct": h.TIER_METHOD, "router": h.ROUTER_METHOD, "relay": h.ROUTER_METHOD}
+METHOD = {"direct": h.TIER_METHOD, "router": h.ROUTER_METHOD, "baseline": h.ROUTER_METHOD, "relay": h.ROUTER_METHOD}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile-native", action="store_true", help="py-spy --native (C frames too)")
     p.add_argument("--warmup", type=int, default=100, help="warm-up requests per path")
     p.add_argument("--no-relay", action="store_true", help="skip the plain-relay reference arm")
+    p.add_argument("--baseline", metavar="GIT_REF",
+                   help="also measure the router of this commit (checked out into the results folder) side by side")
 
 
 def _requests(args, k: int) -> int:
@@ -74,7 +76,7 @@ def profile_summary(raw: Path, top: int = 15) -> dict:
 
 def run(args) -> dict:
     out = h.Output("cost", args.out)
-    arms = ("router",) if args.no_relay else ("router", "relay")
+    arms = ("router", *(("baseline",) if args.baseline else ()), *(() if args.no_relay else ("relay",)))
     servers: list = []
     try:
         lg = h.LoadGen(out.dir)
@@ -84,6 +86,12 @@ def run(args) -> dict:
         servers += [tier, router]
         procs = {"router": router, "tier": tier}
         targets = {"direct": tier.address, "router": router.address}
+        if "baseline" in arms:
+            source = h.checkout(args.baseline, out.dir / "baseline-src")
+            baseline = h.start_router(out.dir, [{"name": "instant", "address": tier.address}], tag="baseline", repo=source)
+            servers.append(baseline)
+            procs["baseline"] = baseline
+            targets["baseline"] = baseline.address
         if "relay" in arms:
             relay = h.start_plain_relay(out.dir, tier.address)
             servers.append(relay)
@@ -114,28 +122,23 @@ def run(args) -> dict:
         for arm in arms:
             a, b = h.fit_line([p["messages"] for p in points[arm]], [p["cpu_ms_per_stream"] for p in points[arm]])
             fits[arm] = {"per_request_ms": a, "per_chunk_ms": b}
+        ratios = [(a, b) for a, b in (("router", "baseline"), ("router", "relay")) if b in arms]
         rows = []
         for k in args.chunks:
-            row = [k]
+            mean = {}
             for arm in arms:
                 ys = [p["cpu_ms_per_stream"] for p in points[arm] if p["chunks"] == k]
-                row.append(sum(ys) / len(ys))
-            if "relay" in arms:
-                row.append(row[1] / row[2] if row[2] else float("nan"))
+                mean[arm] = sum(ys) / len(ys)
             ys = [p["tier_cpu_ms_per_stream"] for p in points["router"] if p["chunks"] == k]
-            row.append(sum(ys) / len(ys))
-            rows.append(row)
-        headers = ["chunks/stream", *(f"{a} CPU ms/stream" for a in arms)]
-        if "relay" in arms:
-            headers.append("router/relay")
-        headers.append("tier CPU ms/stream")
+            rows.append([k, *(mean[a] for a in arms), *(mean[a] / mean[b] if mean[b] else float("nan") for a, b in ratios),
+                         sum(ys) / len(ys)])
+        headers = ["chunks/stream", *(f"{a} CPU ms/stream" for a in arms), *(f"{a}/{b}" for a, b in ratios), "tier CPU ms/stream"]
         out.print_table("cpu_by_chunks", "CPU per stream (mean of rounds)", headers, rows, 3)
         fit_rows = [[arm, fits[arm]["per_request_ms"], fits[arm]["per_chunk_ms"],
                      fits[arm]["per_request_ms"] + 17 * fits[arm]["per_chunk_ms"]] for arm in arms]
-        if "relay" in arms:
-            fit_rows.append(["router/relay", *(fits["router"][k] / fits["relay"][k] if fits["relay"][k] else float("nan")
-                                               for k in ("per_request_ms", "per_chunk_ms")),
-                             fit_rows[0][3] / fit_rows[1][3]])
+        for a, b in ratios:
+            fa, fb = fit_rows[arms.index(a)], fit_rows[arms.index(b)]
+            fit_rows.append([f"{a}/{b}", *(x / y if y else float("nan") for x, y in zip(fa[1:], fb[1:]))])
         out.print_table("cpu_fit", "CPU fit: ms = per_request + per_chunk × messages (least squares)",
                         ["process", "per request ms", "per chunk ms", "16-chunk stream ms"], fit_rows, 4)
 

@@ -34,8 +34,9 @@ class Server(ServerProcess):
     """One measured server (tier, router or plain relay) on a free loopback port, started at once
     (launcher/process.py owns it); wait with `.wait_serving()`."""
 
-    def __init__(self, name: str, argv: list[str], port: int, log: Path | None = None) -> None:
-        super().__init__(name, argv, f"127.0.0.1:{port}", log=log, stop_timeout_s=15.0)
+    def __init__(self, name: str, argv: list[str], port: int, log: Path | None = None, repo: Path = REPO) -> None:
+        env = None if repo == REPO else {**subprocess_env(), "PYTHONPATH": os.pathsep.join([str(repo), str(repo / "protos")])}
+        super().__init__(name, argv, f"127.0.0.1:{port}", log=log, env=env, cwd=repo, stop_timeout_s=15.0)
         self.port = port
         self.start()
 
@@ -66,12 +67,31 @@ def write_router_config(path: Path, tiers: Sequence[TierSpec | dict]) -> Path:
     return path
 
 
-def start_router(out: Path, tiers: Sequence[TierSpec | dict], log_level: str = "INFO", tag: str = "router") -> Server:
-    """The real router (`python -m router`), logging at its production level into a file."""
+def start_router(
+    out: Path, tiers: Sequence[TierSpec | dict], log_level: str = "INFO", tag: str = "router", repo: Path = REPO
+) -> Server:
+    """The real router (`python -m router`), logging at its production level into a file.
+    `repo`: another checkout whose router to run (see `checkout`), for before/after comparisons."""
     port = free_port()
     config = write_router_config(out / f"{tag}.yaml", tiers)
-    argv = [sys.executable, "-m", "router", "--config", str(config), "--listen", f"127.0.0.1:{port}", "--log-level", log_level]
-    return Server("router", argv, port, out / f"{tag}.log")
+    argv = [sys.executable, "-m", "router", "--config", str(config.resolve()), "--listen", f"127.0.0.1:{port}", "--log-level", log_level]
+    return Server(tag, argv, port, out / f"{tag}.log", repo=repo)
+
+
+def checkout(ref: str, where: Path) -> Path:
+    """The source tree of git `ref` (e.g. main~5) at `where`, extracted with `git archive` (no worktree to clean up)."""
+    import shutil
+    import tarfile
+
+    if where.exists():
+        shutil.rmtree(where)
+    where.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "--format=tar", ref], cwd=REPO, capture_output=True, check=True).stdout
+    import io
+
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(where, filter="data")
+    return where
 
 
 def start_plain_relay(out: Path, upstream: str, tag: str = "relay") -> Server:

@@ -58,6 +58,29 @@ class ServeConfig(Strict):
     metrics_port: int | None = Field(None, ge=0, description="port of /metrics (0 = any free port; unset = off)")
     otlp_endpoint: str | None = Field(None, description="OTLP/gRPC trace collector, e.g. http://127.0.0.1:4317 (unset = off)")
     fake_token_delay_ms: float = Field(0.0, ge=0, description="fake engine: delay per token")
+    # How prompts are framed (tier_server/prompting.py): for base and fine-tuned models.
+    prompt_template: str | None = Field(
+        None, description="frames raw prompts, and chat messages when the model has no chat template; holds {prompt}"
+    )
+    stop: list[str] = Field(default_factory=list, description="stop strings added to every request's own")
+    # Request bounds; unset: the defaults of tier_server/limits.py (Limits), which also holds the fixed ones.
+    max_request_bytes: int | None = Field(None, gt=0, description="largest request message gRPC accepts (4 MiB)")
+    max_prompt_bytes: int | None = Field(None, gt=0, description="largest prompt in UTF-8 bytes (64 per token of max_model_len)")
+    max_messages: int | None = Field(None, gt=0, description="most chat messages in one request (256)")
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_placeholder(cls, template: str | None) -> str | None:
+        if template is not None and "{prompt}" not in template:
+            raise ValueError("prompt_template must contain {prompt}")
+        return template
+
+    @field_validator("stop")
+    @classmethod
+    def _no_empty_stop(cls, stop: list[str]) -> list[str]:
+        if any(not s for s in stop):
+            raise ValueError("stop strings must not be empty")
+        return stop
 
 
 class TierSpec(Strict):

@@ -19,6 +19,7 @@ from router.server import RouterServer
 pytestmark = pytest.mark.engine
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+FRANCE_TURNS = [common_pb2.ChatMessage(**m) for m in FRANCE]
 
 
 @pytest.fixture(scope="session")
@@ -169,3 +170,74 @@ async def test_cli_streams_the_answer(router):
     assert out.returncode == 0, out.stderr
     assert "Paris" in out.stdout
     assert "tier=bf16" in out.stderr
+
+
+# --- The real tier under hostile input (issue 14): only OK or INVALID_ARGUMENT, never UNKNOWN/INTERNAL ----
+
+TierRequest = tier_service_pb2.TierServiceGenerateRequest
+HOSTILE = [
+    ("NaN temperature", TierRequest(prompt="hi", sampling=common_pb2.SamplingParams(temperature=float("nan"))), "INVALID_ARGUMENT"),
+    ("-inf top_p", TierRequest(prompt="hi", sampling=common_pb2.SamplingParams(top_p=float("-inf"))), "INVALID_ARGUMENT"),
+    ("subnormal temperature", TierRequest(prompt="hi", sampling=common_pb2.SamplingParams(temperature=1e-45, max_tokens=2)), "OK"),
+    ("subnormal top_p", TierRequest(prompt="hi", sampling=common_pb2.SamplingParams(top_p=1e-45, max_tokens=2)), "OK"),
+    ("largest seed", TierRequest(prompt="hi", sampling=common_pb2.SamplingParams(seed=2**63 - 1, max_tokens=2)), "OK"),
+    ("u64 seed", TierRequest(prompt="hi", sampling=common_pb2.SamplingParams(seed=2**64 - 1)), "INVALID_ARGUMENT"),
+    ("top_k past the vocabulary", TierRequest(prompt="hi", sampling=common_pb2.SamplingParams(top_k=2**31 - 1, max_tokens=2)), "OK"),
+    ("16 stops of 256 bytes", TierRequest(prompt="hi", sampling=common_pb2.SamplingParams(stop=["z" * 256] * 16, max_tokens=2)), "OK"),
+    ("16 stops of 20 KB", TierRequest(prompt="hi", sampling=common_pb2.SamplingParams(stop=["z" * 20_000] * 16)), "INVALID_ARGUMENT"),
+    ("NUL and unicode", TierRequest(prompt="\x00\u202e\U0001f600 naïve \x00", sampling=common_pb2.SamplingParams(max_tokens=2)), "OK"),
+    ("unknown role", TierRequest(messages=[common_pb2.ChatMessage(role="root", content="hi")]), "INVALID_ARGUMENT"),
+    ("1 MB request id", TierRequest(prompt="hi", request_id="r" * 1_000_000), "INVALID_ARGUMENT"),
+    ("3.9 MB prompt", TierRequest(prompt="paris " * 650_000), "INVALID_ARGUMENT"),
+]
+
+
+async def test_hostile_values_at_the_real_tier_are_served_or_invalid_argument(real_tier):
+    """Edge values reach the real vLLM adapter: each is served or refused INVALID_ARGUMENT (never UNKNOWN or
+    INTERNAL), big ones within a second, and the tier answers a normal request afterwards."""
+    from tests.fuzz import outcome
+
+    def run():
+        results = []
+        with grpc.insecure_channel(real_tier) as ch:
+            for name, request, _ in HOSTILE:
+                t0 = time.monotonic()
+                code, details, _ = outcome(ch, "/qarr.v1.TierService/Generate", request.SerializeToString(), timeout=60)
+                results.append((name, code.name, time.monotonic() - t0, details))
+        return results
+
+    results = await asyncio.to_thread(run)
+    for (name, code, seconds, details), (_, _, expected) in zip(results, HOSTILE):
+        assert code == expected, (name, code, details)
+        if code == "INVALID_ARGUMENT":
+            assert seconds < 1.0, (name, seconds)
+    async with grpc.aio.insecure_channel(real_tier) as ch:
+        msgs = [m async for m in tier_service_pb2_grpc.TierServiceStub(ch).Generate(
+            TierRequest(messages=FRANCE_TURNS, sampling=common_pb2.SamplingParams(max_tokens=24, temperature=0)))]
+    assert "Paris" in "".join(m.text for m in msgs)
+
+
+async def test_tokenizing_runs_off_the_event_loop():
+    """VllmEngine.tokenize hands the tokenizer to a thread: a slow tokenizer does not stop the loop."""
+    from tier_server.vllm_engine import VllmEngine, VllmSettings
+
+    class SlowTokenizer:
+        def encode(self, text):
+            time.sleep(0.5)
+            return [1, 2, 3]
+
+    engine = VllmEngine(VllmSettings(model="unused"))
+    engine._tokenizer = SlowTokenizer()
+    ticks = 0
+
+    async def tick():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    assert await engine.tokenize("hello") == [1, 2, 3]
+    ticker.cancel()
+    await engine.shutdown()
+    assert ticks >= 5  # a blocked loop would tick at most once

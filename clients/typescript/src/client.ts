@@ -1,8 +1,9 @@
 // QarrClient: qarr.v1.RouterService on @grpc/grpc-js, the TypeScript twin of the Python SDK's AsyncClient.
 //
 // Retries (src/retry.ts): a Generate call is committed once its first message arrives; before that,
-// Unavailable and ResourceExhausted are retried with backoff inside the call's deadline. A stream that
-// delivered a message is never replayed: a failure after that is thrown to the caller as it is.
+// Unavailable and ResourceExhausted are retried with backoff inside the call's deadline, unless the
+// router says it already retried them. A stream that delivered a message is never replayed: a failure
+// after that is thrown to the caller as it is.
 import {
   type ChannelOptions,
   type ClientReadableStream,

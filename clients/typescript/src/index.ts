@@ -12,6 +12,8 @@ export {
   Unavailable,
   fromServiceError,
   reasonOf,
+  retryPushbackMs,
 } from "./errors";
+export type { QarrErrorInit } from "./errors";
 export { BACKOFF, retryDelayMs } from "./retry";
 export type { ChatMessage, Chunk, Completion, FinishReason, GenerateInput, Tier, TierProfile, Usage } from "./types";

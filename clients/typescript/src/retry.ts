@@ -1,10 +1,12 @@
 // The client's one retry layer (gRFC A6, AIP-194), the same rule as the Python SDK's clients/client.py:
 // a call is committed once its first message arrives; before that, Unavailable and ResourceExhausted
-// are retried with exponential backoff (100 ms doubling to 2 s, plus up to 100 ms of jitter), at most
-// `maxRetries` times and never past the call's deadline. Nothing else is retried.
+// are retried with exponential backoff (100 ms doubling to 2 s, plus up to 100 ms of jitter, and at
+// least the server's retry pushback), at most `maxRetries` times and never past the call's deadline,
+// unless the router says it already retried (a negative grpc-retry-pushback-ms: `error.retryable` is
+// false), so attempts never multiply across layers. Nothing else is retried.
 import { setTimeout as sleep } from "node:timers/promises";
 import { status as Status } from "@grpc/grpc-js";
-import { Cancelled, QarrError, ResourceExhausted, Unavailable } from "./errors";
+import { Cancelled, QarrError } from "./errors";
 
 export const BACKOFF = { initialMs: 100, maxMs: 2000, jitterMs: 100 } as const;
 
@@ -19,9 +21,10 @@ export function retryDelayMs(
   msLeft: number | null,
   random: () => number = Math.random,
 ): number | null {
-  if (!(error instanceof Unavailable || error instanceof ResourceExhausted)) return null;
+  if (!(error instanceof QarrError) || !error.retryable) return null;
   if (failedAttempts > maxRetries) return null;
-  const wait = Math.min(BACKOFF.maxMs, BACKOFF.initialMs * 2 ** (failedAttempts - 1) + random() * BACKOFF.jitterMs);
+  const backoff = Math.min(BACKOFF.maxMs, BACKOFF.initialMs * 2 ** (failedAttempts - 1) + random() * BACKOFF.jitterMs);
+  const wait = Math.max(backoff, error.retryAfterMs ?? 0);
   if (msLeft !== null && wait >= msLeft) return null;
   return wait;
 }

@@ -3,7 +3,8 @@
     python clients/typescript/test/fake_mesh.py --tier fast:0 --tier slow:20
 
 Each --tier NAME:MS starts `python -m tier_server --engine fake` with MS milliseconds
-per token; then `python -m router` over them. Once the router says SERVING and lists
+per token; each --dead-tier NAME is a tier at an address where nothing listens; then
+`python -m router` over them all. Once the router says SERVING and lists
 every tier as SERVING, one JSON line goes to stdout:
 {"router": "127.0.0.1:P", "tiers": {"fast": "127.0.0.1:P1", ...}}. The mesh runs
 until stdin closes (the test ends, or its process dies) or a SIGTERM/SIGINT arrives,
@@ -50,6 +51,7 @@ def wait_tiers_listed_serving(router: str, names: list[str], timeout: float) -> 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tier", action="append", required=True, help="NAME:MS_PER_TOKEN (repeatable)")
+    parser.add_argument("--dead-tier", action="append", default=[], help="NAME of a tier with nothing listening (repeatable)")
     args = parser.parse_args()
     # SIGTERM/SIGINT unwind through the finally below like the end of stdin does.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -71,13 +73,17 @@ def main() -> int:
             for server in servers:
                 server.wait_serving(timeout=60)
 
+            dead = {name: f"127.0.0.1:{free_port()}" for name in args.dead_tier}
             config = Path(tmp) / "mesh.yaml"
             config.write_text(
                 json.dumps(
                     {
                         "grace_seconds": 0,
                         "drain_notice_seconds": 0,
-                        "tiers": [{"name": n, "address": a, "model": f"fake-{n}", "quantization": f"q-{n}"} for n, a in tiers.items()],
+                        "tiers": [
+                            {"name": n, "address": a, "model": f"fake-{n}", "quantization": f"q-{n}"}
+                            for n, a in {**tiers, **dead}.items()
+                        ],
                     }
                 )
             )
@@ -85,7 +91,7 @@ def main() -> int:
             servers.append(start_router_process(config, "--log-level", "WARNING", listen=router, log=Path(tmp) / "router.log"))
             servers[-1].wait_serving(timeout=60)
             wait_tiers_listed_serving(router, list(tiers), timeout=60)
-            print(json.dumps({"router": router, "tiers": tiers}), flush=True)
+            print(json.dumps({"router": router, "tiers": {**tiers, **dead}}), flush=True)
             sys.stdin.read()  # until the test closes our stdin (or dies)
         except Exception:
             for server in servers:

@@ -23,14 +23,15 @@ export interface Mesh {
 }
 
 /**
- * Start `python test/fake_mesh.py` with one fake tier per entry (name -> ms per token) and a real
- * router over them; resolves once every tier is SERVING at the router. `stop()` closes the
+ * Start `python test/fake_mesh.py` with one fake tier per entry (name -> ms per token), plus `deadTiers`
+ * (nothing listening), and a real router over them; resolves once every live tier is SERVING at the router. `stop()` closes the
  * helper's stdin, which stops every process it started.
  */
-export async function startMesh(tiers: Record<string, number>): Promise<Mesh> {
+export async function startMesh(tiers: Record<string, number>, deadTiers: string[] = []): Promise<Mesh> {
   const args = [
     join(PACKAGE_DIR, "test", "fake_mesh.py"),
     ...Object.entries(tiers).flatMap(([n, ms]) => ["--tier", `${n}:${ms}`]),
+    ...deadTiers.flatMap((n) => ["--dead-tier", n]),
   ];
   const proc: ChildProcessWithoutNullStreams = spawn(python(), args, { stdio: ["pipe", "pipe", "pipe"] });
   let stderr = "";

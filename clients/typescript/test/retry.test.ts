@@ -25,6 +25,7 @@ import {
   retryDelayMs,
 } from "../src";
 import { FinishReason } from "../src/gen/qarr/v1/common";
+import { waitFor } from "./helpers";
 import {
   BreakerState,
   type GenerateRequest,
@@ -41,6 +42,8 @@ interface Step {
   chunks?: number;
   fail?: Status;
   reason?: string;
+  /** grpc-retry-pushback-ms sent with the failure. */
+  pushback?: string;
 }
 
 /** google.rpc.Status{code, message, details: [Any(ErrorInfo{reason, domain})]}, as mesh/status.py sends it. */
@@ -73,12 +76,14 @@ describe("retries and errors against a scripted router", () => {
   let target: string;
   let script: Step[] = [];
   let calls: Metadata[] = [];
+  let times: number[] = [];
 
   before(async () => {
     server = new Server();
     server.addService(RouterServiceService, {
       generate(call: ServerWritableStream<GenerateRequest, GenerateResponse>) {
         calls.push(call.metadata);
+        times.push(Date.now());
         const step = script.shift() ?? {};
         const chunks = step.chunks ?? (step.fail === undefined ? 2 : 0);
         for (let i = 1; i <= chunks; i++) {
@@ -87,6 +92,7 @@ describe("retries and errors against a scripted router", () => {
         if (step.fail !== undefined) {
           const metadata = new Metadata();
           if (step.reason) metadata.set("grpc-status-details-bin", statusDetails(step.fail, "scripted", step.reason));
+          if (step.pushback !== undefined) metadata.set("grpc-retry-pushback-ms", step.pushback);
           call.emit("error", { code: step.fail, details: `scripted ${Status[step.fail]}`, metadata });
           return;
         }
@@ -132,6 +138,7 @@ describe("retries and errors against a scripted router", () => {
   beforeEach(() => {
     script = [];
     calls = [];
+    times = [];
   });
 
   test("Unavailable before the first chunk is retried, then the stream is delivered", async () => {
@@ -167,6 +174,51 @@ describe("retries and errors against a scripted router", () => {
         (e: unknown) => e instanceof Unavailable && e.reason === "TIER_UNAVAILABLE",
       );
       assert.equal(calls.length, 3);
+    } finally {
+      client.close();
+    }
+  });
+
+  test("what the router already retried (negative retry pushback) is thrown at once, marked not retryable", async () => {
+    const client = new QarrClient({ target });
+    try {
+      for (const [code, reason] of [
+        [Status.UNAVAILABLE, "NO_HEALTHY_TIER"],
+        [Status.RESOURCE_EXHAUSTED, "TIERS_FULL"],
+        [Status.UNAVAILABLE, "UPSTREAM_ERROR"],
+      ] as const) {
+        script = [{ fail: code, reason, pushback: "-1" }, {}];
+        calls = [];
+        await assert.rejects(client.complete("x"), (e: unknown) => {
+          assert.ok(e instanceof QarrError && e.reason === reason, String(e));
+          assert.equal(e.retryable, false);
+          return true;
+        });
+        assert.equal(calls.length, 1, reason);
+      }
+    } finally {
+      client.close();
+    }
+  });
+
+  test("a retry pushback is the least wait before the retry", async () => {
+    script = [{ fail: Status.RESOURCE_EXHAUSTED, reason: "ROUTER_FULL", pushback: "400" }, {}];
+    const client = new QarrClient({ target });
+    try {
+      assert.equal((await client.complete("x")).text, "t1 t2 ");
+      assert.equal(calls.length, 2);
+      assert.ok(times[1] - times[0] >= 400, `${times[1] - times[0]} ms between attempts`);
+    } finally {
+      client.close();
+    }
+  });
+
+  test("a pushback that cannot be read counts as do-not-retry", async () => {
+    script = [{ fail: Status.UNAVAILABLE, pushback: "soon" }, {}];
+    const client = new QarrClient({ target });
+    try {
+      await assert.rejects(client.complete("x"), (e: unknown) => e instanceof Unavailable && !e.retryable);
+      assert.equal(calls.length, 1);
     } finally {
       client.close();
     }
@@ -221,13 +273,17 @@ describe("retries and errors against a scripted router", () => {
   });
 
   test("aborting during a retry wait throws Cancelled at once", async () => {
-    script = Array.from({ length: 5 }, () => ({ fail: Status.UNAVAILABLE }));
-    const client = new QarrClient({ target, maxRetries: 4 });
+    script = [{ fail: Status.UNAVAILABLE, pushback: "5000" }, {}]; // a 5 s wait before the retry
+    const client = new QarrClient({ target });
     const controller = new AbortController();
     try {
       const call = client.complete("x", { signal: controller.signal });
-      setTimeout(() => controller.abort(), 50);
+      await waitFor("the first attempt", async () => calls.length === 1);
+      await new Promise((resolve) => setTimeout(resolve, 50)); // its error reaches the client: the wait starts
+      const aborted = Date.now();
+      controller.abort();
       await assert.rejects(call, Cancelled);
+      assert.ok(Date.now() - aborted < 1_000, `${Date.now() - aborted} ms after the abort`);
       assert.equal(calls.length, 1);
     } finally {
       client.close();
@@ -314,6 +370,18 @@ describe("retryDelayMs (the retry rule as a pure function)", () => {
   test("gives up when the wait would pass the deadline", () => {
     assert.equal(retryDelayMs(unavailable, 1, 2, 150, half), null);
     assert.equal(retryDelayMs(unavailable, 1, 2, 151, half), 150);
+  });
+
+  test("waits at least the server's pushback, within the deadline", () => {
+    const pushedBack = new Unavailable("x", { retryAfterMs: 500 });
+    assert.equal(retryDelayMs(pushedBack, 1, 2, null, half), 500);
+    assert.equal(retryDelayMs(pushedBack, 1, 2, 500, half), null);
+    assert.equal(retryDelayMs(new Unavailable("x", { retryAfterMs: 10 }), 1, 2, null, half), 150);
+  });
+
+  test("an error the server marked not retryable is not retried", () => {
+    assert.equal(retryDelayMs(new Unavailable("x", { retryable: false }), 1, 2, null), null);
+    assert.equal(retryDelayMs(new ResourceExhausted("x", { retryable: false }), 1, 2, null), null);
   });
 
   test("retries only Unavailable and ResourceExhausted", () => {

@@ -18,7 +18,7 @@ describe("QarrClient against a real router over fake tiers", () => {
   let client: QarrClient;
 
   before(async () => {
-    mesh = await startMesh({ fast: 0, slow: 20 });
+    mesh = await startMesh({ fast: 0, slow: 20 }, ["gone"]);
     client = new QarrClient({ target: mesh.router, timeoutMs: 30_000 });
   });
 
@@ -157,15 +157,28 @@ describe("QarrClient against a real router over fake tiers", () => {
 
   test("listTiers lists every tier with health, breaker, address and model", async () => {
     const tiers = await client.listTiers();
-    assert.deepEqual(tiers.map((t) => t.name).sort(), ["fast", "slow"]);
+    assert.deepEqual(tiers.map((t) => t.name).sort(), ["fast", "gone", "slow"]);
     for (const t of tiers) {
-      assert.equal(t.health, "SERVING");
-      assert.equal(t.breaker, "CLOSED");
+      assert.equal(t.health, t.name === "gone" ? "NOT_SERVING" : "SERVING", t.name);
       assert.equal(t.address, mesh.tiers[t.name]);
       assert.equal(t.model, `fake-${t.name}`);
       assert.equal(t.quantization, `q-${t.name}`);
       assert.equal(t.maxModelLen, 2048);
     }
+    assert.deepEqual(
+      tiers.filter((t) => t.name !== "gone").map((t) => t.breaker),
+      ["CLOSED", "CLOSED"],
+    );
+  });
+
+  test("a pinned tier that is down is Unavailable and not retryable: the router already retried", async () => {
+    await assert.rejects(client.complete({ prompt: "x", tier: "gone" }), (e: unknown) => {
+      assert.ok(e instanceof Unavailable, String(e));
+      assert.equal(e.reason, "TIER_UNAVAILABLE");
+      assert.equal(e.retryable, false); // the router's negative grpc-retry-pushback-ms, read from the trailers
+      assert.equal(e.retryAfterMs, null);
+      return true;
+    });
   });
 
   test("health says SERVING", async () => {
