@@ -133,7 +133,7 @@ def run(args) -> dict:
         tier = h.start_fake_tier(out.dir, "instant")
         http_port = free_port()
         router = h.start_router(out.dir, [{"name": "instant", "address": tier.address}],
-                                args=("--http-listen", f"127.0.0.1:{http_port}"))
+                                http={"enabled": True, "listen": f"127.0.0.1:{http_port}"})
         servers += [tier, router]
         proxy = {"qarr-grpc": router, "qarr-http": router}
         target = {"direct-grpc": tier.address, "qarr-grpc": router.address, "qarr-http": f"http://127.0.0.1:{http_port}/v1"}

@@ -45,7 +45,8 @@ def _generate(args) -> int:
         u = last.usage
         print(
             f"[tier={last.tier} quantization={last.quantization} reason={last.routing_reason} "
-            f"finish={last.finish_reason} tokens={u.prompt_tokens}+{u.completion_tokens}]",
+            + (f"predictor={last.predictor} " if last.predictor else "")
+            + f"finish={last.finish_reason} tokens={u.prompt_tokens}+{u.completion_tokens}]",
             file=sys.stderr,
         )
     return EXIT_OK
@@ -199,16 +200,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# `qarr quantize|profile|bench ...` hand their arguments to the tool's own entry point.
+# `qarr quantize|profile|train-router|bench ...` hand their arguments to the tool's own entry point.
 TOOLS = {
     "quantize": "quantize a model folder with llm-compressor (W8A8, W4A16, ...); see docs/quantize.md",
     "profile": "measure every tier of a mesh into the profiles file the router reads; see docs/profile.md",
+    "train-router": "train the per-request accuracy predictor from the profiler's per-item outcomes; see docs/profile.md",
     "bench": "router overhead, cost, scaling and routing-benefit benchmarks; see docs/bench.md",
 }
 
 
 def _run_tool(name: str, argv: list[str]) -> int:
-    module = {"quantize": "quantize.__main__", "profile": "profiler.__main__", "bench": "bench.__main__"}[name]
+    module = {"quantize": "quantize.__main__", "profile": "profiler.__main__", "train-router": "profiler.train",
+              "bench": "bench.__main__"}[name]
     import importlib
 
     return importlib.import_module(module).main(argv) or 0

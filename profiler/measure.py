@@ -71,17 +71,6 @@ async def complete(stub: tier_service_pb2_grpc.TierServiceStub, prompt: str, max
     )
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolated percentile, q in [0, 100]."""
-    if not values:
-        return 0.0
-    data = sorted(values)
-    k = (len(data) - 1) * q / 100
-    lo = int(k)
-    hi = min(lo + 1, len(data) - 1)
-    return data[lo] + (data[hi] - data[lo]) * (k - lo)
-
-
 @dataclass(frozen=True)
 class Speed:
     ttft_ms_p50: float

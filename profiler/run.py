@@ -9,19 +9,21 @@ import platform
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from launcher.process import is_serving, tier_process
 from profiler.cost import cost_per_million_tokens
 from profiler.evalset import DEFAULT_EVAL_SET, EvalItem, file_sha256, load_eval_set, sample
 from profiler.evaluate import EvalResult, evaluate
 from profiler.gate import apply_gate, default_reference
-from profiler.measure import Speed, TierProbe, percentile
+from profiler.measure import Speed, TierProbe
 from profiler.memory import PeakMemorySampler, pid_listening_on
-from launcher.process import is_serving, tier_process
+from profiler.outcomes import Outcome
+from profiler.stats import percentile
 from profiler.tiers import TierSpec
 from profiler.tokens import tokens_per_word
 from router.profiles import SCHEMA_VERSION, Profiles, TierProfile
@@ -32,7 +34,7 @@ console = Console(stderr=True)
 @dataclass
 class ProfileSettings:
     eval_set: Path = DEFAULT_EVAL_SET
-    eval_limit: int | None = 60
+    eval_limit: int | None = None  # all items
     eval_concurrency: int = 1
     ttft_requests: int = 10
     decode_tokens: int = 64
@@ -58,7 +60,21 @@ class TierMeasurement:
     evals: EvalResult
     tokens_per_word: float
     start_s: float = 0.0
-    by_category: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def by_category(self) -> dict[str, float]:
+        return self.evals.by_category()
+
+    def outcomes(self, eval_set: str, eval_set_sha256: str) -> list[Outcome]:
+        """This tier's outcome on every eval item, as profiles/outcomes.jsonl stores them."""
+        return [
+            Outcome(tier=self.spec.name, item=r.item.id, category=r.item.category, prompt=r.item.prompt,
+                    correct=r.correct, prompt_tokens=r.completion.prompt_tokens,
+                    completion_tokens=r.completion.completion_tokens, ttft_ms=round(r.completion.ttft_s * 1000, 2),
+                    latency_ms=round(r.completion.total_s * 1000, 2), output=r.completion.text, eval_set=eval_set,
+                    eval_set_sha256=eval_set_sha256)
+            for r in self.evals.items
+        ]
 
 
 def _progress() -> Progress:
@@ -140,8 +156,7 @@ def measure_tier(spec: TierSpec, items: list[EvalItem], s: ProfileSettings, prog
         if started:
             started.stop()
     return TierMeasurement(spec=spec, speed=sp, peak_memory_bytes=mem.peak_bytes, evals=evals,
-                           tokens_per_word=_tokens_per_word(spec.model), start_s=start_s,
-                           by_category=evals.by_category(items))
+                           tokens_per_word=_tokens_per_word(spec.model), start_s=start_s)
 
 
 def _tokens_per_word(model: str) -> float:

@@ -85,7 +85,7 @@ class Router:
         self.budget = RetryBudget(config.retry.budget_ratio, config.retry.budget_burst)
         self.tokens = TokenCounter()
         self.in_flight = 0
-        self._trailers: dict[tuple[str, str, int], bytes] = {}
+        self._trailers: dict[tuple[str, str, int, str], bytes] = {}
 
     async def apply(self, config: MeshConfig, profiles: Profiles) -> None:
         """Switch to a new config and profiles (hot reload); streams in flight keep their tier."""
@@ -93,11 +93,17 @@ class Router:
         self.config, self.profiles = config, profiles
         self.telemetry.prices = prices_from(config.tiers, profiles)
         self.budget.configure(config.retry.budget_ratio, config.retry.budget_burst)
+        self._trailers = {}  # they name the accuracy predictor in force
         await self.pool.retire(gone)
 
     def ready(self) -> bool:
         """Some tier is SERVING and its breaker lets traffic through: the router can serve a request now."""
         return any(b.serving and b.breaker.state is not State.OPEN for b in self.pool.backends.values())
+
+    def predictor(self) -> str:
+        """The id of the accuracy predictor in force ("" when the tiers' profiled accuracy ranks them)."""
+        predictor = self.profiles.accuracy_predictor
+        return predictor.id if predictor is not None else ""
 
     def tiers(self) -> list[TierState]:
         return [
@@ -129,13 +135,13 @@ class Router:
                 raw += pb.GenerateRequest(request_id=request_id).SerializeToString()
             rq = self.telemetry.request_started(request_id, request, started, call.metadata)
             self.budget.on_request()
-            candidates = await self._choose(request)
+            candidates, predictor = await self._choose(request)
             up = await open_upstream(
                 raw, candidates, self.pool.backends, self.budget, self.config.retry, call.time_remaining, rq.routed
             )
             backend, candidate = up.backend, up.candidate
             call.tier, call.routing_reason, call.attempts = backend.name, candidate.reason, up.attempts
-            trailer = self._trailer(backend.name, candidate.reason, up.attempts)
+            trailer = self._trailer(backend.name, candidate.reason, up.attempts, predictor)
             last = up.first
             code = None
             try:
@@ -155,7 +161,7 @@ class Router:
                 code = e.code()
                 # Text already reached the caller: no retry. Say how much was delivered.
                 delivered = pb.GenerateResponse.FromString(last).generated_tokens
-                yield self._error_message(delivered, candidate, backend.name, up.attempts)
+                yield self._error_message(delivered, candidate, backend.name, up.attempts, predictor)
                 raise StreamInterrupted(
                     f"tier {backend.name} failed after {delivered} tokens: {(e.details() or code.name)[:256]}",
                     code.name, delivered, tier=backend.name,
@@ -179,13 +185,15 @@ class Router:
                 rq = self.telemetry.request_started("", None, started, call.metadata)
             rq.finished(status, last, error)
 
-    async def _choose(self, request: pb.GenerateRequest) -> list[Candidate]:
-        view = await self._view(request)
+    async def _choose(self, request: pb.GenerateRequest) -> tuple[list[Candidate], str]:
+        """Candidates, and the id of the accuracy predictor that ranked them ("" when none did)."""
+        view, predictor = await self._view(request)
         live = {name: b.live() for name, b in self.pool.backends.items()}
-        return choose_tier(view, self.config.tiers, self.profiles.tiers, live, self.config.policy)
+        return choose_tier(view, self.config.tiers, self.profiles.tiers, live, self.config.policy), predictor
 
-    async def _view(self, request: pb.GenerateRequest) -> RequestView:
-        """The request as choose_tier sees it. Tokenizes (off the event loop) only for tiers the byte bound cannot clear."""
+    async def _view(self, request: pb.GenerateRequest) -> tuple[RequestView, str]:
+        """The request as choose_tier sees it, and the id of the accuracy predictor that estimated its accuracy
+        per tier ("" when none). Tokenizes (off the event loop) only for tiers the byte bound cannot clear."""
         sampling = request.sampling
         max_tokens = sampling.max_tokens if sampling.HasField("max_tokens") else None
         contents = [m.content for m in request.messages]
@@ -206,7 +214,9 @@ class Router:
         text = request.prompt or (contents[-1] if contents else "")
         temperature = sampling.temperature if sampling.HasField("temperature") else None
         expected = max_tokens if max_tokens is not None else DEFAULT_MAX_TOKENS
-        return RequestView(
+        predictor = self.profiles.accuracy_predictor
+        accuracy = predictor.predict(text) if predictor is not None and not routing.tier else None
+        view = RequestView(
             max_tokens=max_tokens,
             prompt_tokens=prompt_tokens,
             prompt_bytes=bound,
@@ -214,18 +224,22 @@ class Router:
             latency_budget_ms=routing.latency_budget_ms,
             min_accuracy=min_accuracy,
             complexity=classify(Signals(text, bound, expected, temperature)),
+            accuracy=accuracy,
         )
+        return view, (predictor.id if accuracy is not None else "")
 
-    def _trailer(self, tier: str, reason: str, attempts: int) -> bytes:
-        key = (tier, reason, attempts)
+    def _trailer(self, tier: str, reason: str, attempts: int, predictor: str) -> bytes:
+        key = (tier, reason, attempts, predictor)
         trailer = self._trailers.get(key)
         if trailer is None:
-            trailer = pb.GenerateResponse(tier=tier, routing_reason=reason, attempts=attempts).SerializeToString()
+            trailer = pb.GenerateResponse(
+                tier=tier, routing_reason=reason, attempts=attempts, predictor=predictor
+            ).SerializeToString()
             self._trailers[key] = trailer
         return trailer
 
     @staticmethod
-    def _error_message(delivered: int, candidate: Candidate, tier: str, attempts: int) -> bytes:
+    def _error_message(delivered: int, candidate: Candidate, tier: str, attempts: int, predictor: str) -> bytes:
         return pb.GenerateResponse(
             finish_reason=common_pb2.FINISH_REASON_ERROR,
             usage=common_pb2.Usage(completion_tokens=delivered),
@@ -233,4 +247,5 @@ class Router:
             tier=tier,
             routing_reason=candidate.reason,
             attempts=attempts,
+            predictor=predictor,
         ).SerializeToString()

@@ -66,7 +66,7 @@ class RouterService:
                     breaker=BREAKER[t.breaker], load=t.load, profile=profile,
                 )
             )
-        return pb.ListTiersResponse(tiers=tiers)
+        return pb.ListTiersResponse(tiers=tiers, predictor=self.router.predictor())
 
 
 def handlers(service: RouterService) -> grpc.GenericRpcHandler:

@@ -46,7 +46,8 @@ class RouterServer:
         self.mesh = MeshServer([SERVICE])
         self.mesh.server.add_generic_rpc_handlers((handlers(RouterService(self.router)),))
         self.reloader = (
-            Reloader(config_path, config.profiles, self.router.apply, config.reload_interval_s) if config_path else None
+            Reloader(config_path, config.profiles, self.router.apply, config.reload_interval_s, profiles.predictor_path)
+            if config_path else None
         )
         self._reload_task: asyncio.Task | None = None
         self._readiness_task: asyncio.Task | None = None
