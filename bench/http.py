@@ -29,6 +29,7 @@ from pathlib import Path
 
 from bench import harness as h
 from launcher.process import REPO, ServerProcess, free_port
+from profiler.stats import percentile
 
 ARMS = ("direct-grpc", "qarr-grpc", "qarr-http", "direct-http", "litellm")
 BASELINE = {"qarr-grpc": "direct-grpc", "qarr-http": "direct-grpc", "litellm": "direct-http"}
@@ -173,7 +174,7 @@ def run(args) -> dict:
                 s["ttft"] += res["ttft"]
                 s["total"] += res["total"]
                 s["completed"] += res["completed"]
-                s["round_p50_ttft"].append(h.pct(res["ttft"], 50))
+                s["round_p50_ttft"].append(percentile(res["ttft"], 50))
                 for k, v in res["errors"].items():
                     s["errors"][k] = s["errors"].get(k, 0) + v
             print(f"  round {r + 1}/{args.rounds} done", flush=True)
@@ -197,7 +198,7 @@ def run(args) -> dict:
             continue
         paired = sorted(x - y for x, y in zip(samples[a]["round_p50_ttft"], samples[base]["round_p50_ttft"]))
         stats[a]["added_ttft_p50_ms"] = stats[a]["ttft"]["p50"] - stats[base]["ttft"]["p50"]
-        stats[a]["added_ttft_p50_ms_paired_median"] = h.pct(paired, 50) * 1e3
+        stats[a]["added_ttft_p50_ms_paired_median"] = percentile(paired, 50) * 1e3
         stats[a]["added_total_p50_ms"] = stats[a]["total"]["p50"] - stats[base]["total"]["p50"]
     added_rows = []
     lite = stats.get("litellm")

@@ -47,14 +47,16 @@ decode = pb.GenerateResponse.FromString
 
 
 class Door:
-    """The endpoints. `serving()`: the router's health as gRPC reports it; `authorize(token)`: None when auth is off."""
+    """The endpoints. `serving()`: the router's health as gRPC reports it. `caller_of(authorization)`: the caller
+    an `Authorization` header value names, None for a missing or wrong token (the gRPC door's token check, e.g.
+    a TokenVerifier's `caller`); no `caller_of`: auth is off."""
 
     def __init__(self, router: Router, config: HttpConfig, serving: Callable[[], bool],
-                 authorize: Callable[[str], bool] | None = None) -> None:
+                 caller_of: Callable[[str | None], str | None] | None = None) -> None:
         self.router = router
         self.config = config
         self.serving = serving
-        self.authorize = authorize
+        self.caller_of = caller_of
         self.created = int(time.time())
 
     # ------------------------------------------------------------ completions
@@ -78,12 +80,14 @@ class Door:
         trace = lambda: [(k, headers[k]) for k in TRACE_HEADERS if k in headers]  # noqa: E731  read only when tracing
         return Generation(self.router, raw, request_id, deadline, trace, chat, bool(body.stream), body.include_usage)
 
-    def _check_token(self, request: Request) -> None:
-        if self.authorize is None:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not self.authorize(token.strip()):
+    def _check_token(self, request: Request) -> str:
+        """The caller ('' when auth is off); 401 for a missing or wrong token."""
+        if self.caller_of is None:
+            return ""
+        caller = self.caller_of(request.headers.get("authorization"))
+        if caller is None:
             raise unauthenticated()
+        return caller
 
     async def _body(self, request: Request) -> bytes:
         limit = self.config.max_body_bytes

@@ -35,9 +35,10 @@ class _Uvicorn(uvicorn.Server):
 
 class HttpServer:
     def __init__(self, router: Router, config: HttpConfig, serving: Callable[[], bool],
-                 authorize: Callable[[str], bool] | None = None) -> None:
+                 caller_of: Callable[[str | None], str | None] | None = None) -> None:
+        """`caller_of(authorization)`: the caller a bearer token names (None: refused); None when auth is off."""
         self.config = config
-        self.door = Door(router, config, serving, authorize)
+        self.door = Door(router, config, serving, caller_of)
         self.app = build_app(self.door)
         self.port = 0
         self._server: _Uvicorn | None = None

@@ -182,11 +182,11 @@ async def test_door_refusals_are_openai_errors(mesh):
 
 
 async def test_bearer_token_is_required_when_auth_is_on(mesh):
-    """With an authorizer, a missing or wrong bearer token is 401 (AuthenticationError) on every endpoint but health;
-    the right one passes."""
+    """With a token check, a missing or wrong bearer token is 401 (AuthenticationError) on every endpoint but
+    health; the right one passes."""
     router, *_ = mesh
     door = HttpServer(router.server.router, HttpConfig(enabled=True, listen="127.0.0.1:0"), serving=lambda: True,
-                      authorize=lambda token: token == "s3cret")
+                      caller_of=lambda authorization: "alice" if authorization == "Bearer s3cret" else None)
     port = await door.start()
     try:
         base_url = f"http://127.0.0.1:{port}/v1"
