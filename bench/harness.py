@@ -57,7 +57,8 @@ def start_fake_tier(out: Path, name: str = "fake", token_delay_ms: float = 0.0) 
 
 def write_router_config(path: Path, tiers: Sequence[TierSpec | dict], **settings) -> Path:
     """A mesh file for the router alone (tiers already running), validated like any mesh file;
-    `settings` (profiles, policy, ...) are router settings as in mesh.yaml."""
+    `settings` (profiles, policy, upstream_tls for tiers that serve TLS, ...) are router settings as in
+    mesh.yaml. The router itself listens in plaintext on loopback: the benchmarks measure routing, not TLS."""
     import yaml
 
     # Admission limits above the largest load a benchmark offers (1,000 open streams), so the

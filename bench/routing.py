@@ -76,7 +76,7 @@ def start_mesh(out: Path, mesh: MeshConfig, model_override: str | None, timeout:
                 raise SystemExit(f"tier {t.name}: model folder {model} not found (make model, or --model DIR)")
             serve = t.serve.model_copy(update={"log_level": "WARNING"})
             spec = t.model_copy(update={"address": f"127.0.0.1:{h.free_port()}", "model": model, "serve": serve})
-            started.append((spec, tier_process(spec, log=out / f"tier-{t.name}.log").start()))
+            started.append((spec, tier_process(spec, log=out / f"tier-{t.name}.log", tls=mesh.upstream_tls).start()))
         h.wait_all(*(s for _, s in started), timeout=timeout)
     except BaseException:
         h.stop_all(s for _, s in reversed(started))
@@ -176,8 +176,9 @@ def run(args) -> dict:
         tiers = start_mesh(out.dir, mesh, args.model, args.start_timeout)
         servers += [s for _, s in tiers]
         specs = [t for t, _ in tiers]
+        upstream = {"upstream_tls": mesh.upstream_tls.model_dump(mode="json")} if mesh.upstream_tls else {}
         router = h.start_router(out.dir, specs, profiles=profiles_path,
-                                policy=mesh.policy.model_dump(mode="json")).wait_serving()
+                                policy=mesh.policy.model_dump(mode="json"), **upstream).wait_serving()
         servers.append(router)
         cost = costs(specs, profiles_path)
         # Warm-up: the router's first health answers, then one short request per tier.

@@ -13,7 +13,7 @@ from profiler.evalset import DEFAULT_EVAL_SET, file_sha256
 from profiler.outcomes import write_outcomes
 from profiler.report import table, write_report
 from profiler.run import ProfileSettings, profile_tiers
-from profiler.tiers import read_mesh
+from profiler.tiers import read_mesh, read_tier_tls
 from profiler.train import link_predictor, train_from_files
 from router.profiles import dump_profiles, load_profiles
 
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         concurrency_levels=tuple(sorted(set([1, *args.concurrency]))), prompt_tokens=args.prompt_tokens,
         price_per_hour=args.price_per_hour, gate_points=args.gate_points, reference=args.reference,
         start_tiers=not args.running, start_timeout_s=args.start_timeout, log_dir=args.log_dir,
+        tls=read_tier_tls(args.mesh),
     )
     specs = read_mesh(args.mesh, args.tiers)
     profiles, results = profile_tiers(specs, settings)

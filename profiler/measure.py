@@ -8,6 +8,9 @@ import time
 from dataclasses import dataclass
 
 import grpc
+
+from mesh.config import ClientTLS
+from mesh.tls import open_channel
 from qarr.v1 import common_pb2, tier_service_pb2, tier_service_pb2_grpc
 
 SEED = 1234
@@ -83,9 +86,10 @@ class Speed:
 class TierProbe:
     """Measures one tier at `address`; every call is a real Generate stream."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, tls: ClientTLS | None = None) -> None:
+        """`tls`: how to reach a tier that serves TLS (the mesh's upstream_tls); None: plaintext."""
         self.address = address
-        self._channel = grpc.aio.insecure_channel(address)
+        self._channel = open_channel(address, tls)
         self.stub = tier_service_pb2_grpc.TierServiceStub(self._channel)
 
     async def close(self) -> None:

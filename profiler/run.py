@@ -22,6 +22,7 @@ from profiler.evaluate import EvalResult, evaluate
 from profiler.gate import apply_gate, default_reference
 from profiler.measure import Speed, TierProbe
 from profiler.memory import PeakMemorySampler, pid_listening_on
+from mesh.config import ClientTLS
 from profiler.outcomes import Outcome
 from profiler.stats import percentile
 from profiler.tiers import TierSpec
@@ -46,6 +47,7 @@ class ProfileSettings:
     start_tiers: bool = True
     start_timeout_s: float = 300.0
     log_dir: Path = Path(".cache/profile-logs")
+    tls: ClientTLS | None = None  # the mesh's upstream_tls: tiers that serve TLS are called as the router calls them
 
     @property
     def concurrency_n(self) -> int:
@@ -112,9 +114,14 @@ async def _measure_accuracy(probe: TierProbe, items: list[EvalItem], s: ProfileS
     return await evaluate(probe.stub, items, concurrency=s.eval_concurrency, on_done=lambda: progress.advance(task))
 
 
+def _tier_tls(spec: TierSpec, s: ProfileSettings) -> ClientTLS | None:
+    """How to call a tier: as the router does (upstream_tls) when it serves TLS, else plaintext."""
+    return (s.tls or ClientTLS()) if spec.serve.tls else None
+
+
 async def _measure(spec: TierSpec, items: list[EvalItem], s: ProfileSettings, progress: Progress,
                    speed: bool) -> tuple[Speed | None, EvalResult]:
-    probe = TierProbe(spec.address)
+    probe = TierProbe(spec.address, _tier_tls(spec, s))
     try:
         measured = await _measure_speed(probe, s, progress, spec.name) if speed else None
         if measured:
@@ -130,13 +137,14 @@ async def _measure(spec: TierSpec, items: list[EvalItem], s: ProfileSettings, pr
 def measure_tier(spec: TierSpec, items: list[EvalItem], s: ProfileSettings, progress: Progress,
                  speed: bool = True) -> TierMeasurement:
     """Start the tier (or use the running one), measure it while sampling its memory, stop it."""
+    tls = _tier_tls(spec, s)
     started, start_s = None, 0.0
     if s.start_tiers:
-        if is_serving(spec.address):
+        if is_serving(spec.address, tls=tls):
             raise SystemExit(f"tier {spec.name}: something already serves {spec.address}; "
                              "use --running to profile running tiers")
         console.print(f"[bold]{spec.name}[/]: starting tier server ({spec.quantization}, {spec.model})")
-        started = tier_process(spec, log=s.log_dir / f"{spec.name}.log").start()
+        started = tier_process(spec, log=s.log_dir / f"{spec.name}.log", tls=s.tls).start()
         try:
             started.wait_serving(s.start_timeout_s, poll_s=0.5)
         except BaseException:  # Ctrl-C while it starts: stop it too
@@ -146,7 +154,7 @@ def measure_tier(spec: TierSpec, items: list[EvalItem], s: ProfileSettings, prog
         pid = started.pid
         console.print(f"[bold]{spec.name}[/]: SERVING after {start_s:.0f} s")
     else:
-        if not is_serving(spec.address):
+        if not is_serving(spec.address, tls=tls):
             raise SystemExit(f"tier {spec.name}: nothing SERVING at {spec.address} (drop --running to start it)")
         pid = pid_listening_on(spec.port)
     try:

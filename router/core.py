@@ -32,7 +32,7 @@ from router.backends import BackendPool
 from router.breaker import State
 from router.choose import Candidate, RequestView, choose_tier
 from router.classify import Signals, classify
-from router.errors import Overloaded, RouteError, StreamInterrupted
+from router.errors import CallerBusy, Overloaded, RouteError, StreamInterrupted
 from router.profiles import Profiles, TierProfile
 from router.request import parse_request
 from router.retry_budget import RetryBudget
@@ -53,6 +53,7 @@ class Call:
 
     time_remaining: Callable[[], float | None] = _no_deadline  # seconds to the caller's deadline; None: none
     metadata: Callable[[], Sequence | None] | None = None  # the incoming metadata (trace parent), read only when tracing
+    caller: str = ""  # who is calling, as the door's token check named it ("" when auth is off)
     # Set by the core once a tier has answered, before the first chunk is yielded: who serves the call
     # (an adapter that must send headers before the stream starts, like HTTP, reads them there).
     tier: str = ""
@@ -85,6 +86,7 @@ class Router:
         self.budget = RetryBudget(config.retry.budget_ratio, config.retry.budget_burst)
         self.tokens = TokenCounter()
         self.in_flight = 0
+        self.in_flight_by_caller: dict[str, int] = {}  # only callers counted against max_in_flight_per_caller
         self._trailers: dict[tuple[str, str, int, str], bytes] = {}
 
     async def apply(self, config: MeshConfig, profiles: Profiles) -> None:
@@ -122,18 +124,17 @@ class Router:
         status = "CANCELLED"  # unless an outcome is reached: the caller went away (or its deadline passed)
         error: RouteError | None = None
         last = b""
-        admitted = self.in_flight < self.config.max_in_flight
-        if admitted:
-            self.in_flight += 1
+        refused, counted_as = self._admit(call.caller)
         try:
-            if not admitted:
-                raise Overloaded(f"router is at its limit of {self.config.max_in_flight} concurrent streams; retry later")
+            if refused is not None:
+                raise refused
             request = parse_request(raw, self.config.limits)
             request_id = request.request_id
             if not request_id:
                 request_id = uuid.uuid4().hex
                 raw += pb.GenerateRequest(request_id=request_id).SerializeToString()
             rq = self.telemetry.request_started(request_id, request, started, call.metadata)
+            rq.caller = call.caller
             self.budget.on_request()
             candidates, predictor = await self._choose(request)
             up = await open_upstream(
@@ -175,15 +176,42 @@ class Router:
             status, error = e.code, e
             raise
         finally:
-            if admitted:
-                self.in_flight -= 1
+            if refused is None:
+                self._release(counted_as)
             if status == "CANCELLED":
                 remaining = call.time_remaining()
                 if remaining is not None and remaining <= 0:
                     status = "DEADLINE_EXCEEDED"
             if rq is None:
                 rq = self.telemetry.request_started("", None, started, call.metadata)
+                rq.caller = call.caller
             rq.finished(status, last, error)
+
+    def _admit(self, caller: str) -> tuple[Overloaded | None, str | None]:
+        """Admission: the router's stream limit, then the caller's (when one is set and the door named a
+        caller). Returns the refusal, or None and the caller counted against its limit (None: not counted)."""
+        config = self.config
+        if self.in_flight >= config.max_in_flight:
+            return Overloaded(f"router is at its limit of {config.max_in_flight} concurrent streams; retry later"), None
+        limit = config.max_in_flight_per_caller
+        counted_as = None
+        if caller and limit is not None:
+            held = self.in_flight_by_caller.get(caller, 0)
+            if held >= limit:
+                return CallerBusy(f"caller {caller} already has {limit} streams open, its limit; retry when one ends"), None
+            self.in_flight_by_caller[caller] = held + 1
+            counted_as = caller
+        self.in_flight += 1
+        return None, counted_as
+
+    def _release(self, counted_as: str | None) -> None:
+        self.in_flight -= 1
+        if counted_as is not None:
+            left = self.in_flight_by_caller[counted_as] - 1
+            if left:
+                self.in_flight_by_caller[counted_as] = left
+            else:
+                del self.in_flight_by_caller[counted_as]
 
     async def _choose(self, request: pb.GenerateRequest) -> tuple[list[Candidate], str]:
         """Candidates, and the id of the accuracy predictor that ranked them ("" when none did)."""

@@ -69,7 +69,7 @@ class Door:
 
     async def _complete(self, request: Request, model: type[p.Common], chat: bool) -> Response | Generation:
         try:
-            self._check_token(request)
+            caller = self._check_token(request)
             body = p.parse(model, await self._body(request))
             raw, request_id, deadline = self._translate(body, request, chat)
         except HttpError as e:
@@ -78,7 +78,7 @@ class Door:
             return error_response(bad_request(e.message, e.param))
         headers = request.headers
         trace = lambda: [(k, headers[k]) for k in TRACE_HEADERS if k in headers]  # noqa: E731  read only when tracing
-        return Generation(self.router, raw, request_id, deadline, trace, chat, bool(body.stream), body.include_usage)
+        return Generation(self.router, raw, request_id, deadline, trace, caller, chat, bool(body.stream), body.include_usage)
 
     def _check_token(self, request: Request) -> str:
         """The caller ('' when auth is off); 401 for a missing or wrong token."""
@@ -184,15 +184,16 @@ class Generation:
     """One completion on its way through the core, as an ASGI response: a stream of SSE chunks, or one JSON
     answer. The work runs in its own task beside a watch on the connection; a disconnect cancels the work."""
 
-    __slots__ = ("router", "raw", "request_id", "deadline", "trace", "chat", "stream", "include_usage", "started")
+    __slots__ = ("router", "raw", "request_id", "deadline", "trace", "caller", "chat", "stream", "include_usage", "started")
 
-    def __init__(self, router: Router, raw: bytes, request_id: str, deadline: float | None, trace, chat: bool,
-                 stream: bool, include_usage: bool) -> None:
+    def __init__(self, router: Router, raw: bytes, request_id: str, deadline: float | None, trace, caller: str,
+                 chat: bool, stream: bool, include_usage: bool) -> None:
         self.router = router
         self.raw = raw
         self.request_id = request_id
         self.deadline = deadline
         self.trace = trace
+        self.caller = caller  # the token's caller: the core's per-caller stream limit and log line
         self.chat = chat
         self.stream = stream
         self.include_usage = include_usage
@@ -216,7 +217,7 @@ class Generation:
         return self.deadline - asyncio.get_running_loop().time() if self.deadline is not None else None
 
     async def _run(self, send) -> None:
-        call = Call(self._time_remaining, self.trace)
+        call = Call(self._time_remaining, self.trace, caller=self.caller)
         chunks = self.router.route(self.raw, call)
         try:
             try:

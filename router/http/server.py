@@ -16,11 +16,12 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 
 import uvicorn
 
-from mesh.config import HttpConfig
+from mesh.config import HttpConfig, ServerTLS
 from router.core import Router
 from router.http.app import Door, build_app
 
@@ -35,9 +36,11 @@ class _Uvicorn(uvicorn.Server):
 
 class HttpServer:
     def __init__(self, router: Router, config: HttpConfig, serving: Callable[[], bool],
-                 caller_of: Callable[[str | None], str | None] | None = None) -> None:
-        """`caller_of(authorization)`: the caller a bearer token names (None: refused); None when auth is off."""
+                 caller_of: Callable[[str | None], str | None] | None = None, tls: ServerTLS | None = None) -> None:
+        """`caller_of(authorization)`: the caller a bearer token names (None: refused); None when auth is off.
+        `tls`: the router's listener certificate (and client CA for mutual TLS), served here too: https."""
         self.config = config
+        self.tls = tls
         self.door = Door(router, config, serving, caller_of)
         self.app = build_app(self.door)
         self.port = 0
@@ -57,10 +60,15 @@ class HttpServer:
             raise OSError(f"HTTP door cannot listen on {listen or self.config.listen}: {e}") from None
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
+        tls = {}
+        if self.tls is not None:
+            tls = {"ssl_certfile": self.tls.cert, "ssl_keyfile": self.tls.key}
+            if self.tls.require_client_cert:
+                tls.update(ssl_ca_certs=self.tls.client_ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
         config = uvicorn.Config(
             self.app, loop="none", http="httptools", ws="none", lifespan="off", interface="asgi3",
             log_config=None, log_level="warning", access_log=False, server_header=False, proxy_headers=False,
-            timeout_graceful_shutdown=None,
+            timeout_graceful_shutdown=None, **tls,
         )
         self._server = _Uvicorn(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="http-door")
@@ -69,7 +77,7 @@ class HttpServer:
                 self._task.result()  # raises what stopped it
                 raise RuntimeError("HTTP door stopped while starting")
             await asyncio.sleep(0.01)
-        log.info("router OpenAI-compatible HTTP door on http://%s:%d/v1", host, self.port)
+        log.info("router OpenAI-compatible HTTP door on %s://%s:%d/v1", "https" if self.tls else "http", host, self.port)
         return self.port
 
     async def stop(self, grace: float) -> None:

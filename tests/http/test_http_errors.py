@@ -32,7 +32,7 @@ class Attempts:
 
 
 @pytest.fixture
-async def mesh(tmp_path, started):
+async def mesh(tmp_path, started):  # noqa: F811
     """Tiers a, b (fake, 20 ms a token, at most 2 and 4 streams), scripted tier s; router: 6 streams, 5 messages,
     1,000 prompt bytes; HTTP door on."""
     a = await started(FakeTier("a", token_delay_s=0.02))
@@ -46,7 +46,8 @@ async def mesh(tmp_path, started):
     return router, a, b, s
 
 
-async def test_every_domain_error_reaches_the_sdk_with_its_status_body_retry_advice_and_one_log_line(mesh, request_log):  # noqa: F811
+async def test_every_domain_error_reaches_the_sdk_with_its_status_body_retry_advice_and_one_log_line(
+        mesh, request_log, started, tmp_path):  # noqa: F811
     """Each RouteError, provoked for real over HTTP, raises the SDK exception of its status with the reason as `code`;
     admission refusals carry retry-after, what the router already retried says x-should-retry: false (the SDK then
     sends it once even with retries on), and the core logs one line per request."""
@@ -54,9 +55,10 @@ async def test_every_domain_error_reaches_the_sdk_with_its_status_body_retry_adv
     base_url = f"http://127.0.0.1:{router.server.http_port}/v1"
     seen: set[type] = set()
 
-    async def expect(cls, status: int, exc: type, code: str, body: dict, *, retry: str, stream: bool = False):
+    async def expect(cls, status: int, exc: type, code: str, body: dict, *, retry: str, stream: bool = False,
+                     via: str | None = None, api_key: str = "x"):
         attempts = Attempts()
-        client = openai.AsyncOpenAI(base_url=base_url, api_key="x", http_client=attempts.client,
+        client = openai.AsyncOpenAI(base_url=via or base_url, api_key=api_key, http_client=attempts.client,
                                     max_retries=2 if retry == "never" else 0)
         before = len(request_log.lines)
         with pytest.raises(exc) as caught:
@@ -119,6 +121,18 @@ async def test_every_domain_error_reaches_the_sdk_with_its_status_body_retry_adv
     slow.append(asyncio.create_task(_drain(router, request(tier="b", max_tokens=400))))
     await router.wait_for(lambda: router.server.router.in_flight == 6, what="the router full")
     await expect(errors.Overloaded, 429, openai.RateLimitError, "router_full", chat(), retry="after")
+    # CallerBusy: with tokens on, a caller at its own stream limit (1 here): the same token's next call.
+    (tmp_path / "auth").mkdir()
+    (tmp_path / "auth" / "tokens").write_text("alice:" + "A" * 20 + "\n")
+    authed = await started(Router(tmp_path / "auth", [tier_entry(b, max_in_flight=4)], {}, max_in_flight_per_caller=1,
+                                  auth={"tokens_file": str(tmp_path / "auth" / "tokens"), "allow_plaintext_tiers": True},
+                                  http={"enabled": True, "listen": "127.0.0.1:0"}))
+    await authed.wait_serving("b")
+    alice = (("authorization", "Bearer " + "A" * 20),)
+    slow.append(asyncio.create_task(_drain(authed, request(tier="b", max_tokens=400), metadata=alice)))
+    await authed.wait_for(lambda: authed.server.router.in_flight == 1, what="alice's stream open")
+    await expect(errors.CallerBusy, 429, openai.RateLimitError, "caller_full", chat(model="b"), retry="after",
+                 via=f"http://127.0.0.1:{authed.server.http_port}/v1", api_key="A" * 20)
     for task in slow:
         task.cancel()
     await asyncio.gather(*slow, return_exceptions=True)
