@@ -60,3 +60,14 @@ profile: model
 
 profile-quant: quantize
 	$(PY) -m profiler --mesh mesh.quant.yaml $(PROFILE_ARGS)
+
+# Containers (docs/deploy.md). `make test` checks compose.yaml, the Dockerfile and the k8s
+# overlays offline (tests/test_deploy_configs.py); compose-check runs the mesh in Docker for
+# real (about 10 minutes cold here), so it is its own target, not part of `make test`.
+.PHONY: wheelhouse image compose-check
+wheelhouse:
+	@bash scripts/wheelhouse.sh
+image:
+	@bash scripts/docker_image.sh
+compose-check:
+	@bash scripts/compose_check.sh
