@@ -54,6 +54,11 @@ class Call:
     time_remaining: Callable[[], float | None] = _no_deadline  # seconds to the caller's deadline; None: none
     metadata: Callable[[], Sequence | None] | None = None  # the incoming metadata (trace parent), read only when tracing
     caller: str = ""  # who is calling, as the door's token check named it ("" when auth is off)
+    # Set by the core once a tier has answered, before the first chunk is yielded: who serves the call
+    # (an adapter that must send headers before the stream starts, like HTTP, reads them there).
+    tier: str = ""
+    routing_reason: str = ""
+    attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +141,7 @@ class Router:
                 raw, candidates, self.pool.backends, self.budget, self.config.retry, call.time_remaining, rq.routed
             )
             backend, candidate = up.backend, up.candidate
+            call.tier, call.routing_reason, call.attempts = backend.name, candidate.reason, up.attempts
             trailer = self._trailer(backend.name, candidate.reason, up.attempts, predictor)
             last = up.first
             code = None
