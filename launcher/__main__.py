@@ -48,9 +48,19 @@ def banner(listen: str, tiers: list[str], up_s: float, config: MeshConfig | None
     ca = config.upstream_tls.ca if tls and config.upstream_tls and config.upstream_tls.ca else "CA.pem"
     qarr_flags = f" --ca-file {ca}" if tls else ""
     grpcurl_flags = f"-cacert {ca}" if tls else "-plaintext"
+    curl_flags = f" --cacert {ca}" if tls else ""
     if config is not None and config.auth is not None:
         qarr_flags += " --token-file TOKEN_FILE"
         grpcurl_flags += " -H \"authorization: Bearer $TOKEN\""
+        curl_flags += " -H \"authorization: Bearer $TOKEN\""
+    openai = ""
+    if config is not None and config.http.enabled:
+        url = f"{'https' if tls else 'http'}://{config.http.listen}/v1"
+        openai = f"""
+OpenAI-compatible HTTP door on {url} (model "auto", or a tier name to pin):
+  curl{curl_flags} {url}/chat/completions -H 'content-type: application/json' \\
+    -d '{{"model":"auto","messages":[{{"role":"user","content":"What is the capital of France?"}}]}}'
+"""
     return f"""
 QARR mesh is up after {up_s:.0f} s: router on {listen}, tiers {', '.join(tiers)}.
 
@@ -58,7 +68,7 @@ QARR mesh is up after {up_s:.0f} s: router on {listen}, tiers {', '.join(tiers)}
   .venv/bin/qarr tiers{qarr_flags}
   grpcurl {grpcurl_flags} {listen} list
   grpcurl {grpcurl_flags} -d '{{"messages":[{{"role":"user","content":"What is the capital of France?"}}]}}' {listen} qarr.v1.RouterService/Generate
-
+{openai}
 A server that exits is restarted. Ctrl-C drains and stops the mesh.
 """
 

@@ -304,6 +304,21 @@ class RequestLimits(Strict):
     max_request_id_chars: int = Field(128, gt=0)
 
 
+class HttpConfig(Strict):
+    """The OpenAI-compatible HTTP door of the router (router/http/, docs/http.md): same core, own port."""
+
+    enabled: bool = Field(False, description="serve POST /v1/chat/completions and friends beside gRPC")
+    listen: str = Field("127.0.0.1:8000", description="HOST:PORT of the HTTP door (port 0: any free port)")
+    default_model: str = Field(
+        "auto", min_length=1, max_length=128,
+        description="a model name that routes like 'auto' (e.g. the name a tool insists on); tier names pin",
+    )
+    request_timeout_s: float | None = Field(
+        600.0, gt=0, description="deadline of a request that sends no x-qarr-timeout-ms header (unset: none)"
+    )
+    max_body_bytes: int = Field(4 << 20, gt=0, description="largest request body accepted (413 beyond it)")
+
+
 class MeshConfig(Strict):
     """The whole mesh: the router's settings and its tiers."""
 
@@ -341,6 +356,8 @@ class MeshConfig(Strict):
     reflection: bool = True  # gRPC server reflection on the router's listener (behind the token when auth is on)
     # HOST:PORT of a plaintext listener serving grpc.health.v1 alone, for probes that cannot do TLS (Kubernetes).
     health_listen: str | None = None
+    # The OpenAI-compatible HTTP door (off unless enabled).
+    http: HttpConfig = Field(default_factory=HttpConfig)
 
     @field_validator("tiers")
     @classmethod
@@ -364,6 +381,16 @@ class MeshConfig(Strict):
             )
         if self.max_in_flight_per_caller is not None and self.auth is None:
             raise ValueError("max_in_flight_per_caller needs auth: without tokens every call is the same caller")
+        return self
+
+    @model_validator(mode="after")
+    def _model_names_distinct(self) -> MeshConfig:
+        """Over HTTP a model name is a tier name or a name that routes: they must not collide."""
+        if self.http.enabled:
+            routed = {"auto", self.http.default_model}
+            clash = sorted(routed & {t.name for t in self.tiers})
+            if clash:
+                raise ValueError(f"tier name {clash[0]!r} is also a routing model name of http (auto, default_model)")
         return self
 
     def tier(self, name: str) -> TierSpec:

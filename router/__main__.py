@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qarr-router", description="QARR router: routes Generate calls to tiers.")
     parser.add_argument("--config", required=True, help="YAML file: tiers, policy, profiles path (see mesh.yaml); edits apply live")
     parser.add_argument("--listen", help="HOST:PORT to listen on (overrides the config file)")
+    parser.add_argument("--http-listen", help="serve the OpenAI-compatible HTTP door on HOST:PORT (overrides http.listen; enables it)")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log-format", choices=["auto", "json", "console"], default="auto", help="auto: console on a TTY, JSON otherwise")
     parser.add_argument("--log-prompts", action="store_true", default=None, help="put prompt text in the per-request log line (debug)")
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.listen:
         config = config.model_copy(update={"listen": args.listen})
+    if args.http_listen:
+        config = config.model_copy(update={"http": config.http.model_copy(update={"enabled": True, "listen": args.http_listen})})
     overrides = {k: v for k in ("metrics_port", "metrics_host", "otlp_endpoint", "log_prompts") if (v := getattr(args, k)) is not None}
     if overrides:
         obs = ObservabilityConfig.model_validate({**config.observability.model_dump(), **overrides})

@@ -56,6 +56,12 @@ class Call:
     time_remaining: Callable[[], float | None] = _no_deadline  # seconds to the caller's deadline; None: none
     metadata: Callable[[], Sequence | None] | None = None  # the incoming metadata (trace parent), read only when tracing
     caller: str = ""  # who is calling, as the door's token check named it ("" when auth is off)
+    # Set by the core once a tier has answered, before the first chunk is yielded: who serves the call
+    # (an adapter that must send headers before the stream starts, like HTTP, reads them there).
+    tier: str = ""
+    routing_reason: str = ""
+    attempts: int = 0
+    replica: str = ""  # the address of the tier's replica
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +186,7 @@ class Router:
             )
             backend, candidate = up.backend, up.candidate
             rq.replica, rq.pick = backend.address, up.pick
+            call.tier, call.routing_reason, call.attempts, call.replica = backend.name, candidate.reason, up.attempts, backend.address
             trailer = self._trailer(backend.name, candidate.reason, up.attempts, predictor, backend.address)
             last = up.first
             code = None

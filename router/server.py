@@ -15,13 +15,14 @@ from mesh.config import MeshConfig
 from router.profiles import Profiles
 from router.core import Router
 from router.grpc_service import RouterService, handlers
+from router.http.server import HttpServer
 from router.reload import Reloader
 from router.telemetry import RouterTelemetry, prices_from
 from mesh.observability import MetricsServer, start_metrics_server
 
 log = logging.getLogger("qarr.router")
 # Settings a hot reload does not change (the listener and credentials are set up once, at start).
-RESTART_ONLY = ("listen", "tls", "upstream_tls", "auth", "reflection", "health_listen")
+RESTART_ONLY = ("listen", "tls", "upstream_tls", "auth", "reflection", "health_listen", "http")
 SERVICE = router_service_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
 
 
@@ -64,6 +65,13 @@ class RouterServer:
         self._reload_task: asyncio.Task | None = None
         self._readiness_task: asyncio.Task | None = None
         self.serving = False
+        # The OpenAI-compatible HTTP door (router/http/): same core, own port; its health mirrors gRPC's.
+        # With auth on it takes the same bearer tokens (the verifier's check), with tls the same certificate.
+        self.http = HttpServer(
+            self.router, config.http, serving=lambda: self.serving,
+            caller_of=self.verifier.caller if self.verifier is not None else None, tls=config.tls,
+        ) if config.http.enabled else None
+        self.http_port: int | None = None
 
     async def start(self, address: str | None = None, wait_ready_s: float = 0.0) -> int:
         """Start watching the tiers and listen. `wait_ready_s`: first wait up to this long for some tier to be
@@ -83,6 +91,8 @@ class RouterServer:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.pool.changed.wait(), 0.05)
         port = await self.mesh.start(address or self.config.listen)
+        if self.http is not None:
+            self.http_port = await self.http.start()
         self._readiness_task = asyncio.create_task(self._follow_readiness(), name="readiness")
         log.info("router listening on port %d with tiers %s", port, list(self.pool.tiers))
         return port
@@ -109,13 +119,19 @@ class RouterServer:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.pool.changed.wait(), min(0.25, self.router.config.health_interval_s / 4))
 
+    async def _stop_http(self, grace: float, notice: float) -> None:
+        if self.http is not None:
+            await asyncio.sleep(notice)  # keep answering (health: NOT_SERVING) while balancers notice
+            await self.http.stop(grace)
+
     async def stop(self, grace: float, notice: float = 0.0) -> None:
         for task in (self._reload_task, self._readiness_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        await self.mesh.stop(grace, notice)
+        self.serving = False  # HTTP /health and /ready say NOT_SERVING from now on, as gRPC health does
+        await asyncio.gather(self.mesh.stop(grace, notice), self._stop_http(grace, notice))
         if self._pool_mirror is not None:
             self._pool_mirror.cancel()
             with contextlib.suppress(asyncio.CancelledError):

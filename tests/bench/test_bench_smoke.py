@@ -110,3 +110,15 @@ def test_workers_smoke(tmp_path):
     runs = _result(tmp_path)["runs"]
     assert set(runs) == {"1", "2"}
     assert all(r["completed"] == 40 and not r["errors"] and r["streams_per_s"] > 0 for arm in runs.values() for r in arm)
+
+
+def test_http_smoke(tmp_path):
+    """http measures the gRPC path and the HTTP door against a direct call, with CPU per request (LiteLLM left out:
+    its install takes minutes)."""
+    main(["http", "--out", str(tmp_path), "--requests", "4", "--rounds", "2", "--warmup", "2", "--max-tokens", "3",
+          "--no-litellm"])
+    stats = _result(tmp_path)["stats"]
+    assert set(stats) == {"direct-grpc", "qarr-grpc", "qarr-http"}
+    for arm in stats.values():
+        assert arm["completed"] == 8 and arm["errors"] == {}
+    assert stats["qarr-http"]["cpu_ms_per_request"] > 0 and "added_ttft_p50_ms" in stats["qarr-http"]
