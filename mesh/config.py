@@ -210,6 +210,16 @@ class TierSpec(Strict):
         """The replicas' addresses when they are listed (address / addresses); empty for a dns tier."""
         return [self.address] if self.address else list(self.addresses)
 
+    @property
+    def host(self) -> str:
+        """The host of the tier's first listed replica, or its dns name (a Service name, in compose or Kubernetes)."""
+        return split_address(self.address or (self.addresses[0] if self.addresses else self.dns))[0]
+
+    @property
+    def port(self) -> int:
+        """The port of the tier's first listed replica, or of its dns name."""
+        return split_address(self.address or (self.addresses[0] if self.addresses else self.dns))[1]
+
     def tokenizer_path(self) -> str:
         if self.tokenizer:
             return self.tokenizer
