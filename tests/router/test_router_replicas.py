@@ -247,3 +247,29 @@ async def test_latency_drift_on_a_tier_moves_routing_within_50_requests(started,
     while await served_by() != "a":
         assert time.monotonic() - started_at < 30, "traffic did not return to a"
     print(f"a fast again: traffic back on a after {time.monotonic() - started_at:.1f} s")
+
+
+async def test_list_tiers_and_qarr_tiers_show_each_replica_under_its_tier(started, tmp_path):
+    """ListTiers gives tier-level aggregates (in-flight summed) and each replica with its own health, breaker,
+    in-flight count and live latency; `qarr tiers` prints a row per replica under its tier."""
+    from tests.clients.conftest import run_cli
+
+    tiers, router = await replicated(started, tmp_path, names=("a",), token_delay_s=0.02)
+    for i in range(12):
+        await collect(router.stub, request(f"warm {i}", max_tokens=3, **ANY))
+    calls = [router.stub.Generate(request(f"open {i}", max_tokens=200, **ANY), timeout=30) for i in range(6)]
+    for c in calls:
+        await c.read()
+    info = (await router.tiers())["a"]
+    for c in calls:
+        c.cancel()
+    assert info.in_flight == 6 == sum(r.in_flight for r in info.replicas)
+    assert {r.address for r in info.replicas} == {t.address for t in tiers["a"]}
+    assert all(r.health == pb.HEALTH_STATE_SERVING and r.breaker == pb.BREAKER_STATE_CLOSED for r in info.replicas)
+    assert info.live.HasField("ttft_ms") and info.live.samples == 12
+    assert sum(r.served for r in info.replicas) == 12
+    code, out, err = await run_cli("tiers", "--target", f"127.0.0.1:{router.server.mesh.port}")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[1].split()[0] == "a" and [ln.split()[1] for ln in lines[2:]] == ["replica", "replica"]
+    print("\n" + out)
