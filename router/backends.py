@@ -32,6 +32,7 @@ from router.pick import Pick, ReplicaView, pick_replica, stable_id
 from mesh.tls import open_channel
 
 log = logging.getLogger("qarr.router")
+ONLY = Pick("", "only_replica")  # the pick of a tier's only replica (its address is the backend's)
 
 CHANNEL_OPTIONS = (
     # One retry layer: the router's own. gRPC's transparent retries stay off.
@@ -322,6 +323,17 @@ class Tier:
         """The tier as choose_tier sees it: serving and breaker from any replica; load, KV use and room
         from the least-loaded usable replica (the one the picker tends to take); live latency the mean
         of the usable replicas' estimates, as fresh as the freshest."""
+        if len(self.replicas) == 1:  # the common case, on every request: no views, no means
+            (b,) = self.replicas.values()
+            allows = b.breaker.allows()
+            if not (b.serving and allows):
+                return LiveState(serving=b.serving, breaker_allows=allows or not b.serving)
+            load, stats = b.load, b.stats
+            return LiveState(
+                serving=True, breaker_allows=True, in_flight=b.in_flight, running=load.running_requests,
+                waiting=load.waiting_requests, kv_cache_usage=load.kv_cache_usage, ttft_ms=stats.ttft_estimate_ms,
+                tpot_ms=stats.tpot_estimate_ms, freshness=stats.freshness(self.clock()),
+            )
         views = [b.view() for b in self.replicas.values()]
         serving = self.serving
         usable = [v for v in views if v.serving and v.breaker_allows]
@@ -347,6 +359,10 @@ class Tier:
     def pick(self, key: int | None, seed: int, exclude: set[str]) -> tuple[Backend, Pick] | None:
         """The replica for this attempt (router/pick.py), or None when no replica can take it. Remembers
         which replica took the prefix (`affinity_memory` most recent prefixes)."""
+        if len(self.replicas) == 1:  # the common case: nothing to choose, nothing to remember
+            (b,) = self.replicas.values()
+            usable = b.serving and b.breaker.allows() and b.in_flight < b.spec.max_in_flight and b.address not in exclude
+            return (b, ONLY) if usable else None
         picker = self.config.picker
         placed = self.placed
         chosen = pick_replica(

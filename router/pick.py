@@ -30,9 +30,9 @@ OVER_THRESHOLD = "affinity_over_threshold"  # the affinity replica was past the 
 _MASK = (1 << 64) - 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per replica per request, and a frozen __init__ costs ~3x
 class ReplicaView:
-    """One replica at the moment of the pick."""
+    """One replica at the moment of the pick (read only)."""
 
     address: str
     id: int  # stable 64-bit id of the address (stable_id), for rendezvous weights

@@ -122,3 +122,13 @@ def test_http_smoke(tmp_path):
     for arm in stats.values():
         assert arm["completed"] == 8 and arm["errors"] == {}
     assert stats["qarr-http"]["cpu_ms_per_request"] > 0 and "added_ttft_p50_ms" in stats["qarr-http"]
+
+
+def test_affinity_smoke(tmp_path):
+    """affinity runs both routers over two fake replicas: with affinity every follow-up returns to its first replica."""
+    main(["affinity", "--out", str(tmp_path), "--engine", "fake", "--conversations", "4", "--prefix-tokens", "50",
+          "--max-tokens", "2"])
+    stats = _result(tmp_path)["stats"]
+    assert set(stats) == {"affinity", "no-affinity"}
+    assert stats["affinity"]["same_replica"] == 1.0
+    assert stats["no-affinity"]["follow_up"]["n"] == 4

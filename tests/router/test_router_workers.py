@@ -95,11 +95,17 @@ async def test_two_workers_share_the_port_agree_on_affinity_and_add_up_metrics(s
     router, reps, metrics_port = await start_workers(started, tmp_path)
     try:
         last = [await generate_on_new_connection(router.address, conversation(i)) for i in range(32)]
-        lines = [json.loads(x) for x in router.log_tail(10**7).splitlines() if x.startswith("{")]
-        served = [x for x in lines if x.get("event") == "request finished"]
-        by_worker = {x["worker"] for x in served}
         replicas = {m.replica for m in last}
-        requests = sum(metric(metrics_port, "qarr_router_requests_total").values())
+        # A worker counts and logs a call just after its last message went out: wait for all 32.
+        t0 = time.monotonic()
+        while True:
+            lines = [json.loads(x) for x in router.log_tail(10**7).splitlines() if x.startswith("{")]
+            served = [x for x in lines if x.get("event") == "request finished"]
+            requests = sum(metric(metrics_port, "qarr_router_requests_total").values())
+            if (len(served) == 32 and requests == 32) or time.monotonic() - t0 > 10:
+                break
+            await asyncio.sleep(0.1)
+        by_worker = {x["worker"] for x in served}
         per_replica = metric(metrics_port, "qarr_router_replica_requests_total")
     finally:
         router.stop()
