@@ -66,11 +66,15 @@ def channel_options(config: MeshConfig) -> tuple:
     return (*CHANNEL_OPTIONS, ("grpc.initial_reconnect_backoff_ms", min(200, backoff_ms)), ("grpc.max_reconnect_backoff_ms", backoff_ms))
 
 
-def tier_channel(address: str, config: MeshConfig) -> grpc.aio.Channel:
+def tier_channel(address: str, config: MeshConfig, name: str | None = None) -> grpc.aio.Channel:
     """The router's channel to one replica of a tier (the one place channels to tiers are made): TLS (mutual
-    when upstream_tls has a client certificate) or plaintext. Replicas found by DNS are dialled by IP: give
-    upstream_tls.server_name for the name their certificates carry."""
-    return open_channel(address, config.upstream_tls, channel_options(config))
+    when upstream_tls has a client certificate) or plaintext. `name`: the name a replica dialled by IP (found
+    by DNS) is checked against over TLS, unless upstream_tls.server_name says otherwise."""
+    tls = config.upstream_tls
+    options = channel_options(config)
+    if tls is not None and name and not tls.server_name:
+        options = (*options, ("grpc.ssl_target_name_override", name))
+    return open_channel(address, tls, options)
 
 
 def new_breaker(config: BreakerConfig, clock: Callable[[], float]) -> Breaker:
@@ -89,7 +93,8 @@ class Backend:
         self.address = address or spec.static_addresses[0]
         self.id = stable_id(self.address)
         self.config = config
-        self.channel = tier_channel(self.address, config)
+        # A replica found by DNS has an IP for an address: TLS checks its certificate against the DNS name.
+        self.channel = tier_channel(self.address, config, spec.host if spec.dns else None)
         # Bytes in, bytes out: the router forwards request and chunks without re-encoding.
         self.generate = self.channel.unary_stream("/qarr.v1.TierService/Generate")
         self.tier_stub = tier_service_pb2_grpc.TierServiceStub(self.channel)

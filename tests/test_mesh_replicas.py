@@ -47,3 +47,14 @@ def test_the_launcher_starts_one_tier_server_per_listed_replica():
         assert argv[argv.index("--port") + 1] == str(50061 + i)
         assert argv[argv.index("--metrics-port") + 1] == str(9500 + i)
     assert tier_processes(parse_mesh(tier(dns="tier-t0:50061")).tiers[0]) == []
+
+
+@pytest.mark.parametrize("mesh", ["deploy/compose-mesh.yaml", "deploy/compose-mesh.secure.yaml", "deploy/k8s/base/mesh.yaml",
+                                  "deploy/k8s/components/secure/mesh.yaml"])
+def test_container_meshes_find_each_tiers_replicas_by_dns(mesh):
+    """In compose and on Kubernetes every tier is a dns tier (its service name), so scaling a tier needs no edit."""
+    from launcher.process import REPO
+    from mesh.config import load_mesh
+
+    tiers = load_mesh(REPO / mesh).tiers
+    assert tiers and all(t.dns and not t.static_addresses for t in tiers)
