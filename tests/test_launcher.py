@@ -351,3 +351,34 @@ async def _breaker_lets_through(stub, name: str) -> bool:
 
 async def _tiers_running(stub, n: int) -> bool:
     return sum(t.in_flight for t in (await tiers(stub)).values()) >= n
+
+
+async def test_launcher_runs_a_tiers_replicas_and_router_workers_and_ctrl_c_leaves_no_process(tmp_path):
+    """A tier with two listed replicas and `--router-workers 2`: the launcher starts a tier server per replica and
+    a router parent with two workers; calls over several connections reach both replicas; Ctrl-C stops all of it
+    (workers included) within grace + 5 s."""
+    tier = fake_tier("a", token_delay_ms=2)
+    tier.pop("address")
+    tier["addresses"] = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    path = write_mesh(tmp_path, [tier], GRACE_S)
+    launcher = start_launcher(path, tmp_path / "launcher.log", "--router-workers", "2")
+    recorded: list[Proc] = []
+    try:
+        await asyncio.to_thread(launcher.wait_serving, 120)
+        await wait_for(lambda: len([p for p in descendants(launcher.pid) if "--worker" in p.cmdline.split()]) == 2, 30, "two workers")
+        recorded = mesh_processes(launcher)
+        replicas = set()
+        for i in range(16):
+            options = (("grpc.use_local_subchannel_pool", 1), ("grpc.enable_retries", 0))
+            async with grpc.aio.insecure_channel(launcher.address, options=options) as channel:
+                req = pb.GenerateRequest(prompt=f"question {i}", sampling=common_pb2.SamplingParams(max_tokens=2))
+                last = [m async for m in router_service_pb2_grpc.RouterServiceStub(channel).Generate(req, timeout=30)][-1]
+                replicas.add(last.replica)
+        assert replicas == set(tier["addresses"])
+        servers = [p for p in descendants(launcher.pid) if p.ppid == launcher.pid and "tier_server" in p.cmdline.split()]
+        assert len(servers) == 2
+        _, stop_s, _ = await asyncio.to_thread(sigint_stops_everything, launcher, GRACE_S)
+    except BaseException:
+        cleanup(launcher, recorded or mesh_processes(launcher))
+        raise
+    print(f"\nlauncher, 2 replicas + 2 router workers: both replicas served; Ctrl-C left nothing after {stop_s:.1f} s")

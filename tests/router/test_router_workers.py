@@ -51,7 +51,7 @@ async def wait_workers(router: ServerProcess, n: int, timeout: float = 60) -> li
     t0 = time.monotonic()
     port = int(router.address.rpartition(":")[2])
     while True:
-        pids = [p.pid for p in descendants(router.pid) if "--worker" in p.cmdline]
+        pids = [p.pid for p in descendants(router.pid) if "--worker" in p.cmdline.split()]
         if len(pids) == n and all(listening(pid, port) for pid in pids):
             return pids
         assert time.monotonic() - t0 < timeout, f"{len(pids)} workers, not all listening, after {timeout} s"
