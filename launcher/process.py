@@ -36,8 +36,9 @@ REPO = Path(__file__).resolve().parent.parent
 # (the launcher, a benchmark, pytest), so leftovers can be found even after they lost their parent.
 OWNER_ENV = "QARR_STARTED_BY"
 # Time a server gets after its drain (notice + grace) to stop its engine and exit before its group is
-# killed: vLLM CPU needs 1-4 s; by then every stream has ended, so a kill loses nothing.
-SHUTDOWN_MARGIN_S = 3.0
+# killed: vLLM CPU needs 1-4 s; by then every stream has ended, so a kill loses nothing. With the default
+# 1 s notice the group is killed at grace + 3 s, which leaves 2 s of the launcher's grace + 5 s for the kill.
+SHUTDOWN_MARGIN_S = 2.0
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 _PR_SET_PDEATHSIG = 1

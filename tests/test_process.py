@@ -11,7 +11,6 @@ import textwrap
 import pytest
 
 from launcher.process import REPO, ServerExited, ServerProcess, free_port, local_env
-from launcher.supervisor import Backoff
 from tests.process_tree import alive, descendants, in_groups, wait_until_none
 
 # A stand-in server: starts a child that lives on (as vLLM's EngineCore would), says its pid, then waits.
@@ -110,14 +109,6 @@ def test_local_env_marks_servers_with_the_process_that_started_the_mesh():
     assert env["QARR_STARTED_BY"] == os.environ["QARR_STARTED_BY"]
     assert local_env(QARR_STARTED_BY="1")["QARR_STARTED_BY"] == "1"
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(REPO)
-
-
-def test_restart_backoff_doubles_to_its_cap_and_starts_over_after_a_stable_run():
-    """1, 2, 4 ... capped; a server that stayed up stable_s restarts after the initial delay again."""
-    b = Backoff(initial_s=1, max_s=8, stable_s=60)
-    assert [b.after_exit(up_s=2) for _ in range(6)] == [1, 2, 4, 8, 8, 8]
-    assert b.after_exit(up_s=61) == 1
-    assert b.after_exit(up_s=3) == 2
 
 
 def test_descendants_walks_the_process_tree(tmp_path):
