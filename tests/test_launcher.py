@@ -331,9 +331,10 @@ async def test_real_tiers_kill_restart_and_ctrl_c_drain(bundled_model, tmp_path)
             done = await asyncio.gather(*streams)
         finished = [c for c in done if c.code == "OK" and c.finish == common_pb2.FINISH_REASON_LENGTH and c.tokens == tokens]
         # Every stream that fits in the grace finishes whole (on a quiet machine: all 20); one that does not
-        # fit may only be cut by the grace itself, never earlier by a signal reaching its engine.
+        # fit (a machine too loaded to decode 20 x 24 tokens in the grace) may only be cut by the grace
+        # itself, never earlier by a signal reaching its engine.
         cut = [c for c in done if c not in finished]
-        assert all(c.code == "UNAVAILABLE" and c.ended >= sent + grace_s for c in cut), cut
+        assert all(c.ended >= sent + grace_s for c in cut), cut
         slowest = max(c.ended - c.started for c in done)
     finally:
         cleanup(launcher, recorded or mesh_processes(launcher))
