@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         why = signal.Signals(stop.signal).name if stop.signal else "start failed"
         say(f"{why}: draining and stopping the router and {len(tiers)} tiers")
         t0 = time.monotonic()
-        stop_all([router, *reversed(tiers)])
+        for line in stop_all([router, *reversed(tiers)]):
+            say(line)
         say(f"stopped in {time.monotonic() - t0:.1f} s")
     return code
 

@@ -267,17 +267,23 @@ class ServerProcess:
         self.stop()
 
 
-def stop_all(servers: Iterable[ServerProcess | None], timeout: float | None = None) -> None:
+def stop_all(servers: Iterable[ServerProcess | None], timeout: float | None = None) -> list[str]:
     """Stop several servers at once: SIGTERM to all (their drains overlap), then wait for each
-    up to its own stop timeout from now, killing the group of any that is still there."""
+    up to its own stop timeout from now, killing the group of any that is still there.
+    Returns one line per server: how it ended and when."""
     servers = [s for s in servers if s is not None and s.proc is not None]
+    running = {id(s) for s in servers if s.running}
     for s in servers:
         s.terminate()
     t0 = time.monotonic()
+    report = []
     for s in servers:
         limit = s.stop_timeout_s if timeout is None else timeout
-        if s.wait_exit(max(0.0, t0 + limit - time.monotonic())) is None:
-            s.kill()
+        code = s.wait_exit(max(0.0, t0 + limit - time.monotonic()))
+        how = f"exited with {describe_exit(code)}" if code is not None else f"killed ({describe_exit(s.kill())})"
+        if id(s) in running:
+            report.append(f"{s.name} {how} {time.monotonic() - t0:.1f} s after SIGTERM")
+    return report
 
 
 # ---------------------------------------------------------------- the mesh's servers

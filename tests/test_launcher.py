@@ -63,6 +63,11 @@ def tier_server(launcher: ServerProcess, name: str) -> Proc:
     raise LookupError(f"no tier server {name} under the launcher")
 
 
+def launcher_lines(launcher: ServerProcess) -> str:
+    """What the launcher itself said (its servers' logs share the file)."""
+    return "\n".join(line for line in launcher.log.read_text(errors="replace").splitlines() if line.startswith("[launcher]"))
+
+
 def mesh_processes(launcher: ServerProcess) -> list[Proc]:
     """The launcher and every process below it (servers, their engine processes), as recorded now."""
     return [p for p in alive([launcher.pid])] + descendants(launcher.pid)
@@ -210,7 +215,7 @@ def sigint_stops_everything(launcher: ServerProcess, grace_s: float) -> tuple[fl
     groups = {p.pgid for p in recorded}
     sent = time.monotonic()
     os.killpg(launcher.pid, signal.SIGINT)
-    assert launcher.wait_exit(grace_s + 5) == 0, launcher.log_tail()
+    assert launcher.wait_exit(grace_s + 5) == 0, launcher_lines(launcher)
     left, _ = wait_until_none(lambda: alive(p.pid for p in recorded) + in_groups(groups), max(0.0, sent + grace_s + 5 - time.monotonic()))
     stop_s = time.monotonic() - sent
     assert not left, f"still running {stop_s:.1f} s after SIGINT: {left}"
