@@ -95,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         why = signal.Signals(stop.signal).name if stop.signal else "start failed"
         say(f"{why}: draining and stopping the router and {len(tiers)} tiers")
         t0 = time.monotonic()
-        for line in stop_all([router, *reversed(tiers)]):
-            say(line)
+        stop_all([router, *reversed(tiers)], say=say)
         say(f"stopped in {time.monotonic() - t0:.1f} s")
     return code
 

@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import grpc
@@ -267,23 +267,22 @@ class ServerProcess:
         self.stop()
 
 
-def stop_all(servers: Iterable[ServerProcess | None], timeout: float | None = None) -> list[str]:
+def stop_all(servers: Iterable[ServerProcess | None], timeout: float | None = None,
+             say: Callable[[str], None] | None = None) -> None:
     """Stop several servers at once: SIGTERM to all (their drains overlap), then wait for each
     up to its own stop timeout from now, killing the group of any that is still there.
-    Returns one line per server: how it ended and when."""
+    `say` hears how each server that was running ended, and when."""
     servers = [s for s in servers if s is not None and s.proc is not None]
     running = {id(s) for s in servers if s.running}
     for s in servers:
         s.terminate()
     t0 = time.monotonic()
-    report = []
     for s in servers:
         limit = s.stop_timeout_s if timeout is None else timeout
         code = s.wait_exit(max(0.0, t0 + limit - time.monotonic()))
         how = f"exited with {describe_exit(code)}" if code is not None else f"killed ({describe_exit(s.kill())})"
-        if id(s) in running:
-            report.append(f"{s.name} {how} {time.monotonic() - t0:.1f} s after SIGTERM")
-    return report
+        if say and id(s) in running:
+            say(f"{s.name} {how} {time.monotonic() - t0:.1f} s after SIGTERM")
 
 
 # ---------------------------------------------------------------- the mesh's servers

@@ -215,11 +215,12 @@ def sigint_stops_everything(launcher: ServerProcess, grace_s: float) -> tuple[fl
     groups = {p.pgid for p in recorded}
     sent = time.monotonic()
     os.killpg(launcher.pid, signal.SIGINT)
-    assert launcher.wait_exit(grace_s + 5) == 0, launcher_lines(launcher)
-    left, _ = wait_until_none(lambda: alive(p.pid for p in recorded) + in_groups(groups), max(0.0, sent + grace_s + 5 - time.monotonic()))
+    # Waits past the bound so that a failure still shows the launcher's own account of the stop.
+    assert launcher.wait_exit(grace_s + 60) == 0, launcher_lines(launcher)
+    left, _ = wait_until_none(lambda: alive(p.pid for p in recorded) + in_groups(groups), 10)
     stop_s = time.monotonic() - sent
     assert not left, f"still running {stop_s:.1f} s after SIGINT: {left}"
-    assert stop_s < grace_s + 5
+    assert stop_s < grace_s + 5, f"{stop_s:.1f} s after SIGINT:\n{launcher_lines(launcher)}"
     return sent, stop_s, recorded
 
 
