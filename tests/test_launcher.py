@@ -303,7 +303,7 @@ async def test_real_tiers_kill_restart_and_ctrl_c_drain(bundled_model, tmp_path)
     processes too, the other tier serves every call after its breaker opened, it is SERVING again within
     60 s (or 1.5 x this run's cold start on a loaded machine); then Ctrl-C with 20 streams in flight (10 per tier): the engine processes, in their tiers' own
     process groups, never get the SIGINT, all 20 finish, and every process is gone within grace + 5 s."""
-    grace_s, tokens = 20.0, 24
+    grace_s, tokens = 20.0, 8
     serve = {"dtype": "bfloat16", "kv_cache_gib": 0.25, "grace_seconds": grace_s, "drain_notice_seconds": 1.0,
              "log_level": "WARNING"}
     tiers_ = [{"name": n, "address": f"127.0.0.1:{free_port()}", "model": str(bundled_model), "quantization": "bf16",
@@ -340,9 +340,11 @@ async def test_real_tiers_kill_restart_and_ctrl_c_drain(bundled_model, tmp_path)
             await wait_for(lambda: _tiers_running(stub, STREAMS), 300, f"{STREAMS} streams running on the tiers")
             sent, stop_s, recorded = await asyncio.to_thread(sigint_stops_everything, launcher, grace_s)
             done = await asyncio.gather(*streams)
-        finished = [c for c in done if c.code == "OK" and c.finish == common_pb2.FINISH_REASON_LENGTH and c.tokens == tokens]
+        # Whole: OK with its last message (LENGTH at `tokens`, or STOP where the model ended its answer first).
+        finished = [c for c in done if c.code == "OK" and (c.finish, c.tokens) in {(common_pb2.FINISH_REASON_LENGTH, tokens)}
+                    | {(common_pb2.FINISH_REASON_STOP, n) for n in range(1, tokens + 1)}]
         # Every stream that fits in the grace finishes whole (on a quiet machine: all 20); one that does not
-        # fit (a machine too loaded to decode 20 x 24 tokens in the grace) may only be cut by the grace
+        # fit (a machine too loaded to decode 20 x 8 tokens in the grace) may only be cut by the grace
         # itself, never earlier by a signal reaching its engine.
         cut = [c for c in done if c not in finished]
         assert all(c.ended >= sent + grace_s for c in cut), cut
