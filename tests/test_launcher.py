@@ -201,8 +201,10 @@ async def kill_a_tier_under_load(launcher: ServerProcess, stub, victim: str, oth
     figures = KillFigures(killed_at, opened_at - killed_at, back_at - killed_at,
                           engine_gone_at - killed_at if engine_gone_at else None, len(victim_group), len(after), len(cut))
     assert figures.serving_again_s < restart_within_s, figures
-    log = launcher.log.read_text()
-    assert f"tier {victim} exited (SIGKILL)" in log and "restarting in" in log and f"tier {victim} SERVING again" in log
+    # The console said it all: which tier exited, how, when it restarts, and that it is back.
+    await wait_for(lambda: f"[launcher] tier {victim} SERVING again" in launcher_lines(launcher), 30, "the launcher's notice")
+    said = launcher_lines(launcher)
+    assert f"[launcher] tier {victim} exited (SIGKILL)" in said and "restarting in 1 s" in said, said
     return figures
 
 
