@@ -32,7 +32,9 @@ STREAMS = 20
 
 # ---------------------------------------------------------------- a mesh under a launcher
 
-FAST_HEALTH = {"health_interval_s": 0.2, "health_timeout_s": 0.5, "load_interval_s": 0.2}
+# Quick polling, but a 2 s health deadline: a loaded machine can take longer than 0.5 s to answer a
+# Check, and a tier marked down for that would trip its breaker. A killed tier is seen at once (Watch).
+FAST_HEALTH = {"health_interval_s": 0.2, "health_timeout_s": 2.0, "load_interval_s": 0.2}
 
 
 def write_mesh(tmp_path: Path, tiers: list[dict], grace_s: float, **router) -> Path:
@@ -162,6 +164,7 @@ class KillFigures:
     engine_gone_s: float | None
     engine_processes: int
     after_open: int
+    back_on_victim: int
     cut_in_flight: int
 
 
@@ -193,13 +196,17 @@ async def kill_a_tier_under_load(launcher: ServerProcess, stub, victim: str, oth
     await load.stop()
 
     after = load.finished_after(opened_at)
-    failed = [c for c in after if c.code != "OK" or c.tier != other]
-    assert not failed, f"{len(failed)} of {len(after)} calls after the breaker opened failed or went elsewhere: {failed[:5]}"
+    failed = [c for c in after if c.code != "OK"]
+    assert not failed, f"{len(failed)} of {len(after)} calls after the breaker opened failed: {failed[:5]}"
+    # The other tier served them while the victim was down; once back (SERVING, breaker probing) it may serve again.
+    early = [c for c in after if c.tier != other and c.started < back_at - 0.5]
+    assert not early and all(c.tier in (other, victim) for c in after), early or after
     cut = [c for c in load.calls if c.started <= opened_at and c.code != "OK"]
     assert all(c.code == "UNAVAILABLE" for c in cut), cut
     assert tier_server(launcher, victim).pid != victim_server.pid
     figures = KillFigures(killed_at, opened_at - killed_at, back_at - killed_at,
-                          engine_gone_at - killed_at if engine_gone_at else None, len(victim_group), len(after), len(cut))
+                          engine_gone_at - killed_at if engine_gone_at else None, len(victim_group), len(after),
+                          len([c for c in after if c.tier == victim]), len(cut))
     assert figures.serving_again_s < restart_within_s, figures
     # The console said it all: which tier exited, how, when it restarts, and that it is back.
     await wait_for(lambda: f"[launcher] tier {victim} SERVING again" in launcher_lines(launcher), 30, "the launcher's notice")
@@ -250,7 +257,8 @@ async def test_a_killed_tier_is_restarted_while_the_other_serves_and_ctrl_c_leav
     finally:
         cleanup(launcher, recorded or mesh_processes(launcher))
     print(f"\nfake tiers: kill -9 of tier a under {STREAMS} streams: breaker OPEN after {figures.breaker_open_s * 1000:.0f} ms, "
-          f"{figures.after_open} calls after it all OK on b, {figures.cut_in_flight} cut in flight on a; "
+          f"{figures.after_open} calls after it all OK ({figures.back_on_victim} of them on a once back), "
+          f"{figures.cut_in_flight} cut in flight on a; "
           f"a SERVING again {figures.serving_again_s:.1f} s after the kill; SIGINT -> {len(recorded)} processes gone "
           f"in {stop_s:.1f} s (grace {GRACE_S:.0f} s)")
 
@@ -355,7 +363,8 @@ async def test_real_tiers_kill_restart_and_ctrl_c_drain(bundled_model, tmp_path)
         cleanup(launcher, recorded or mesh_processes(launcher))
     print(f"\nreal tiers: kill -9 of tier a under {STREAMS} streams: its {kill.engine_processes} child processes gone "
           f"{kill.engine_gone_s * 1000:.0f} ms after the kill, breaker OPEN after {kill.breaker_open_s * 1000:.0f} ms, "
-          f"{kill.after_open} calls after it all OK on b, {kill.cut_in_flight} cut in flight on a; a SERVING again "
+          f"{kill.after_open} calls after it all OK ({kill.back_on_victim} on a once back), {kill.cut_in_flight} cut in "
+          f"flight on a; a SERVING again "
           f"{kill.serving_again_s:.1f} s after the kill (both tiers' cold start took {cold_start_s:.0f} s). Ctrl-C with {STREAMS} streams in flight: {len(finished)} of "
           f"{STREAMS} finished, {len(cut)} cut at the grace (slowest {slowest:.1f} s), {len(recorded)} processes gone {stop_s:.1f} s after SIGINT "
           f"(grace {grace_s:.0f} s)")
