@@ -311,7 +311,7 @@ def test_a_tier_that_cannot_start_stops_the_tiers_already_started(tmp_path):
 async def test_real_tiers_kill_restart_and_ctrl_c_drain(bundled_model, tmp_path):
     """Two real vLLM CPU tiers: kill -9 of one tier server under 20 streams ends its EngineCore/Worker
     processes too, the other tier serves every call after its breaker opened, it is SERVING again within
-    60 s (or 1.5 x this run's cold start on a loaded machine); then Ctrl-C with 20 streams in flight (10 per tier): the engine processes, in their tiers' own
+    60 s (or twice this run's cold start on a loaded machine); then Ctrl-C with 20 streams in flight (10 per tier): the engine processes, in their tiers' own
     process groups, never get the SIGINT, all 20 finish, and every process is gone within grace + 5 s."""
     grace_s, tokens = 20.0, 8
     serve = {"dtype": "bfloat16", "kv_cache_gib": 0.25, "grace_seconds": grace_s, "drain_notice_seconds": 1.0,
@@ -329,10 +329,11 @@ async def test_real_tiers_kill_restart_and_ctrl_c_drain(bundled_model, tmp_path)
         async with grpc.aio.insecure_channel(launcher.address) as channel:
             stub = router_service_pb2_grpc.RouterServiceStub(channel)
             await wait_for(lambda: _all_serving(stub), 60, "the router sees both tiers SERVING")
-            # A restart is a cold start of the engine: 60 s on a quiet machine, longer when the machine is
-            # shared (several engineers' suites at once made the first start take 240 s); bound it by both.
+            # A restart is a cold start of the engine: under 60 s on a quiet machine, minutes when the machine is
+            # shared (several engineers' suites at once: first starts of 90-250 s, and the load changes within
+            # a run); bound it by both.
             cold_start_s = time.monotonic() - launcher.started_at
-            restart_within_s = max(60.0, 1.5 * cold_start_s)
+            restart_within_s = max(60.0, 2 * cold_start_s)
             engines = [p for p in descendants(tier_server(launcher, "a").pid) if p.is_engine]
             assert {p.cmdline for p in engines} >= {"VLLM::EngineCore", "VLLM::Worker"}, engines
             kill = await kill_a_tier_under_load(launcher, stub, "a", "b", max_tokens=16, restart_within_s=restart_within_s,
