@@ -311,8 +311,9 @@ def test_a_tier_that_cannot_start_stops_the_tiers_already_started(tmp_path):
 async def test_real_tiers_kill_restart_and_ctrl_c_drain(bundled_model, tmp_path):
     """Two real vLLM CPU tiers: kill -9 of one tier server under 20 streams ends its EngineCore/Worker
     processes too, the other tier serves every call after its breaker opened, it is SERVING again within
-    60 s (or twice this run's cold start on a loaded machine); then Ctrl-C with 20 streams in flight (10 per tier): the engine processes, in their tiers' own
-    process groups, never get the SIGINT, all 20 finish, and every process is gone within grace + 5 s."""
+    60 s (or twice this run's cold start on a loaded machine); then Ctrl-C with 20 streams in flight
+    (10 per tier): the engine processes, in their tiers' own process groups, never get the SIGINT, the
+    streams that fit in the grace finish whole, and every process is gone within grace + 5 s."""
     grace_s, tokens = 20.0, 8
     serve = {"dtype": "bfloat16", "kv_cache_gib": 0.25, "grace_seconds": grace_s, "drain_notice_seconds": 1.0,
              "log_level": "WARNING"}
