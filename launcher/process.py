@@ -12,13 +12,17 @@ and killed through the group. Every way a server ends goes through `_reap`,
 which kills the rest of the group before the leader is reaped: no engine
 process outlives its tier, whether the tier was stopped, crashed or was
 killed with -9. PR_SET_PDEATHSIG sends the server SIGTERM if whoever started
-it dies, even by SIGKILL, so it drains and stops its engine then.
+it dies, even by SIGKILL, so it drains and stops its engine then. It is set by
+util-linux's `setpriv --pdeathsig` in front of the server's command (the flag
+survives exec), not by a preexec_fn: Python runs a preexec_fn after a full
+fork(), and a child forked from a process whose gRPC threads are busy crashes
+there about one time in three (SIGSEGV before exec).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import shutil
 import os
 import signal
 import socket
@@ -31,6 +35,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mesh.config import ClientTLS
+from mesh.tls import open_channel
+
 REPO = Path(__file__).resolve().parent.parent
 # Every server started through `local_env` carries the pid of the process that started the mesh
 # (the launcher, a benchmark, pytest), so leftovers can be found even after they lost their parent.
@@ -42,11 +49,7 @@ OWNER_ENV = "QARR_STARTED_BY"
 SHUTDOWN_MARGIN_S = 1.0
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
-_PR_SET_PDEATHSIG = 1
-try:
-    _libc = ctypes.CDLL(None, use_errno=True)  # loaded before any fork: the child only calls it
-except OSError:  # not Linux
-    _libc = None
+SETPRIV = shutil.which("setpriv")  # util-linux; absent: servers do not die with their starter
 
 
 class ServerExited(RuntimeError):
@@ -74,17 +77,14 @@ def local_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _in_child(parent: int) -> None:
-    """Runs in the child between fork and exec: SIGTERM when the starting thread dies (even by SIGKILL)."""
-    if _libc is not None:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
+def with_pdeathsig(argv: Sequence[str]) -> list[str]:
+    """`argv` run so that it gets SIGTERM when the thread that starts it dies (PR_SET_PDEATHSIG)."""
+    return [SETPRIV, "--pdeathsig", "TERM", "--", *argv] if SETPRIV else list(argv)
 
 
-def is_serving(address: str, timeout: float = 1.0, service: str = "") -> bool:
-    """One grpc.health.v1 Check: True when the server at `address` answers SERVING."""
-    with grpc.insecure_channel(address) as channel:
+def is_serving(address: str, timeout: float = 1.0, service: str = "", tls: ClientTLS | None = None) -> bool:
+    """One grpc.health.v1 Check: True when the server at `address` answers SERVING (over TLS with `tls`)."""
+    with open_channel(address, tls, aio=False) as channel:
         try:
             resp = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
         except grpc.RpcError:
@@ -107,6 +107,7 @@ class ServerProcess:
     `log`: a file the server's stdout and stderr are appended to, or None to inherit ours.
     `stop_timeout_s`: how long `stop` waits after SIGTERM before it kills the group
     (the server's drain grace plus its notice, plus a margin to stop its engine).
+    `health_address` and `tls`: where and how its health is checked (default: `address`, plaintext).
     Start it from a thread that outlives it: PR_SET_PDEATHSIG follows the starting thread.
     """
 
@@ -120,8 +121,12 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         cwd: Path = REPO,
         stop_timeout_s: float = 10.0 + SHUTDOWN_MARGIN_S,
+        health_address: str | None = None,
+        tls: ClientTLS | None = None,
     ) -> None:
         self.name = name
+        self.health_address = health_address
+        self.tls = tls
         self.argv = list(argv)
         self.address = address
         self.log = Path(log) if log else None
@@ -146,16 +151,14 @@ class ServerProcess:
             self.log.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log, "ab") if self.log else None
         try:
-            parent = os.getpid()
             self.proc = subprocess.Popen(
-                self.argv,
+                with_pdeathsig(self.argv),
                 env=self.env if self.env is not None else local_env(),
                 cwd=self.cwd,
                 stdout=out,
                 stderr=subprocess.STDOUT if out else None,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=lambda: _in_child(parent),
             )
         finally:
             if out:
@@ -199,7 +202,8 @@ class ServerProcess:
         return self.returncode
 
     def is_serving(self, timeout: float = 1.0) -> bool:
-        return bool(self.address) and is_serving(self.address, timeout)
+        address = self.health_address or self.address
+        return bool(address) and is_serving(address, timeout, tls=None if self.health_address else self.tls)
 
     def wait_serving(self, timeout: float = 60.0, poll_s: float = 0.25) -> ServerProcess:
         """Wait for grpc.health.v1 SERVING. ServerExited if the process ends first; TimeoutError after
@@ -302,15 +306,35 @@ def stop_all(servers: Iterable[ServerProcess | None], timeout: float | None = No
 
 # ---------------------------------------------------------------- the mesh's servers
 
-def tier_process(spec, log: Path | None = None, env: dict[str, str] | None = None) -> ServerProcess:
-    """A tier server for one tier of the mesh file (`mesh.config.TierSpec`), not started yet."""
+def tier_process(spec, log: Path | None = None, env: dict[str, str] | None = None, tls: ClientTLS | None = None,
+                 *, replica: int = 0) -> ServerProcess:
+    """A tier server for one replica of a tier of the mesh file (`mesh.config.TierSpec`), not started yet: the
+    replica at `spec.static_addresses[replica]`. `tls`: the credentials its health is checked with when it
+    serves TLS (the mesh's upstream_tls, as the router's)."""
+    from mesh.config import split_address
     from tier_server.config import tier_argv
 
     serve = spec.serve
+    address = spec.static_addresses[replica]
+    name = f"tier {spec.name}" if len(spec.static_addresses) == 1 else f"tier {spec.name}#{replica}"
+    # A fixed health port is shifted by the replica's index, as tier_argv does, so replicas on one host differ.
+    health = f"{split_address(address)[0]}:{serve.health_port + replica}" if serve.health_port else None
     return ServerProcess(
-        f"tier {spec.name}", [sys.executable, "-m", "tier_server", *tier_argv(spec)], spec.address, log=log, env=env,
+        name, [sys.executable, "-m", "tier_server", *tier_argv(spec, address, replica)], address, log=log, env=env,
         stop_timeout_s=serve.grace_seconds + serve.drain_notice_seconds + SHUTDOWN_MARGIN_S,
+        health_address=health, tls=(tls or ClientTLS()) if serve.tls else None,
     )
+
+
+def tier_processes(spec, log: Callable[[str], Path | None] = lambda name: None,
+                   env: dict[str, str] | None = None, tls: ClientTLS | None = None) -> list[ServerProcess]:
+    """One tier server per listed replica of a tier (none for a dns tier: its replicas run elsewhere).
+    `log(name)`: the log file for a replica named tier-NAME or tier-NAME-I."""
+    n = len(spec.static_addresses)
+    return [
+        tier_process(spec, log(f"tier-{spec.name}" if n == 1 else f"tier-{spec.name}-{i}"), env, tls, replica=i)
+        for i in range(n)
+    ]
 
 
 def router_process(config_path: Path | str, config, *, listen: str | None = None, args: Sequence[str] = (),
@@ -321,4 +345,16 @@ def router_process(config_path: Path | str, config, *, listen: str | None = None
     return ServerProcess(
         "router", argv, listen or config.listen, log=log, env=env,
         stop_timeout_s=config.grace_seconds + config.drain_notice_seconds + SHUTDOWN_MARGIN_S,
+        health_address=config.health_listen, tls=router_probe_tls(config),
     )
+
+
+def router_probe_tls(config) -> ClientTLS | None:
+    """How a local tool checks a TLS router's health: trusting the CA the router trusts for its tiers
+    (one CA signs both in a local mesh). A router that requires client certificates needs health_listen."""
+    if config.tls is None:
+        return None
+    if config.tls.require_client_cert and not config.health_listen:
+        raise ValueError("the router requires client certificates, so its health cannot be checked here: "
+                         "set health_listen (a plaintext health-only listener) in the mesh file")
+    return ClientTLS(ca=config.upstream_tls.ca if config.upstream_tls else None)

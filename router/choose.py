@@ -5,9 +5,11 @@ counts, prompt token counts) and passes them in. Four stages, in order:
 
 1. eligibility  - healthy, breaker lets traffic through, room for one more stream,
                   prompt tokens + max_tokens fit the context. A pinned tier wins when eligible.
-2. constraints  - predicted latency within the budget, profiled accuracy at least the floor.
+2. constraints  - predicted latency within the budget, accuracy at least the floor.
 3. utility      - rank what meets both by accuracy - latency - cost (weights from config);
                   when nothing meets them, fall back to the most accurate eligible tier.
+   "Accuracy" is the request's predicted P(correct) on the tier when the caller passes one
+   (RequestView.accuracy, from router/predictor.py), else the tier's profiled accuracy.
 4. live pressure - a tier whose KV cache is past the threshold moves behind the tiers with headroom.
 
 Every candidate carries the reason it is where it is; the relay tries them in order.
@@ -42,6 +44,9 @@ class RequestView:
     latency_budget_ms: float = 0.0  # 0: the class default
     min_accuracy: float | None = None  # None: the class default
     complexity: str = "balanced"  # fast | balanced | precise (router/classify.py)
+    # Predicted P(correct) per tier name for this request (router/predictor.py). None, or a tier
+    # missing from it: the tier's profiled (constant) accuracy.
+    accuracy: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +59,10 @@ class LiveState:
     running: int = 0
     waiting: int = 0
     kv_cache_usage: float = 0.0
+    # Live estimates from the streams the router relayed (router/live.py); None: too few yet.
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None  # time per output token after the first
+    freshness: float = 1.0  # 1: just measured, towards 0 as the estimates age (scales their weight)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +84,17 @@ def choose_tier(
         return [_pinned(request, tiers, live_state)]
     eligible = _eligible(request, tiers, profiles, live_state)
     budget, floor = _needs(request, policy)
-    predicted = {t.name: predict_ms(profiles.get(t.name), live_state[t.name], request, t) for t in eligible}
+    predicted = {
+        t.name: predict_ms(profiles.get(t.name), live_state[t.name], request, t, policy.live_weight) for t in eligible
+    }
     meeting = [
         t for t in eligible
-        if predicted[t.name] is not None and predicted[t.name] <= budget and profiles[t.name].accuracy >= floor
+        if predicted[t.name] is not None and predicted[t.name] <= budget
+        and _accuracy(profiles, t.name, request.accuracy) >= floor
     ]
-    ranked = _by_utility(meeting, profiles, predicted, policy)
+    ranked = _by_utility(meeting, profiles, predicted, policy, request.accuracy)
     met = {t.name for t in meeting}
-    rest = sorted((t for t in eligible if t.name not in met), key=lambda t: -_accuracy(profiles, t.name))
+    rest = sorted((t for t in eligible if t.name not in met), key=lambda t: -_accuracy(profiles, t.name, request.accuracy))
     candidates = [Candidate(t.name, BEST if i == 0 else NEXT_BEST, predicted[t.name]) for i, t in enumerate(ranked)]
     candidates += [Candidate(t.name, FALLBACK, predicted[t.name]) for t in rest]
     return _divert_pressure(candidates, live_state, policy.kv_pressure_threshold)
@@ -162,9 +174,15 @@ def _needs(request: RequestView, policy: PolicyConfig) -> tuple[float, float]:
     return budget, floor
 
 
-def predict_ms(profile: TierProfile | None, live: LiveState, request: RequestView, tier: TierSpec) -> float | None:
+def predict_ms(
+    profile: TierProfile | None, live: LiveState, request: RequestView, tier: TierSpec, live_weight: float = 0.0
+) -> float | None:
     """TTFT (waiting requests queue ahead) + prefill + max_tokens at the per-stream decode rate
-    with this request added to those running. None without a profile."""
+    with this request added to those running. None without a profile.
+
+    With `live_weight` > 0 and live estimates, TTFT and the time per token are blends:
+    (1 - w) x the profile's figure + w x the live one, w = live_weight x the estimates' freshness
+    (the live figures were measured under the load of the moment, so they are not scaled by it again)."""
     if profile is None:
         return None
     prompt = max(request.prompt_tokens.get(tier.name, 0), request.prompt_bytes // BYTES_PER_TOKEN)
@@ -174,14 +192,22 @@ def predict_ms(profile: TierProfile | None, live: LiveState, request: RequestVie
     if profile.decode_tps_cn > 0:
         per_stream = min(profile.decode_tps_c1, profile.decode_tps_cn / streams)
     prefill = prompt / profile.prompt_tps * 1000 if profile.prompt_tps > 0 else 0.0
-    return profile.ttft_ms_p50 * (1 + live.waiting) + prefill + max_tokens / per_stream * 1000
+    ttft = profile.ttft_ms_p50 * (1 + live.waiting) + prefill
+    per_token = 1000 / per_stream
+    w = live_weight * live.freshness
+    if w > 0:
+        if live.ttft_ms is not None:
+            ttft = (1 - w) * ttft + w * live.ttft_ms
+        if live.tpot_ms is not None:
+            per_token = (1 - w) * per_token + w * live.tpot_ms
+    return ttft + max_tokens * per_token
 
 
-def _by_utility(tiers, profiles, predicted, policy: PolicyConfig) -> list[TierSpec]:
+def _by_utility(tiers, profiles, predicted, policy: PolicyConfig, accuracy: Mapping[str, float] | None) -> list[TierSpec]:
     def utility(t: TierSpec) -> float:
         p = profiles[t.name]
         return (
-            policy.accuracy_weight * p.accuracy
+            policy.accuracy_weight * _accuracy(profiles, t.name, accuracy)
             - policy.latency_weight * predicted[t.name] / 1000
             - policy.cost_weight * p.cost_per_million_tokens
         )
@@ -189,9 +215,14 @@ def _by_utility(tiers, profiles, predicted, policy: PolicyConfig) -> list[TierSp
     return sorted(tiers, key=utility, reverse=True)
 
 
-def _accuracy(profiles, name: str) -> float:
-    p = profiles.get(name)
-    return p.accuracy if p is not None else -1.0
+def _accuracy(profiles, name: str, predicted: Mapping[str, float] | None = None) -> float:
+    """The request's predicted accuracy on the tier when there is one, else the profiled one (-1: unknown)."""
+    if predicted is not None:
+        p = predicted.get(name)
+        if p is not None:
+            return p
+    profile = profiles.get(name)
+    return profile.accuracy if profile is not None else -1.0
 
 
 def _divert_pressure(candidates: list[Candidate], live_state, threshold: float) -> list[Candidate]:

@@ -13,7 +13,8 @@ The hot path does no per-chunk parsing: a tier's last message is the only one
 whose encoding starts with field 2 (finish_reason), so one byte tells it apart,
 and the router appends its own fields to it (protobuf merges concatenated
 messages; the later value of a field wins). Per request the core parses the
-request once and the last message once (for the tier's load and the log line).
+request once, and the first and last messages once each at the end (for the
+replica's load and live latency, and the log line).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from router.backends import BackendPool
 from router.breaker import State
 from router.choose import Candidate, RequestView, choose_tier
 from router.classify import Signals, classify
-from router.errors import Overloaded, RouteError, StreamInterrupted
+from router.errors import CallerBusy, Overloaded, RouteError, StreamInterrupted
+from router.pick import affinity_key
 from router.profiles import Profiles, TierProfile
 from router.request import parse_request
 from router.retry_budget import RetryBudget
@@ -53,22 +55,53 @@ class Call:
 
     time_remaining: Callable[[], float | None] = _no_deadline  # seconds to the caller's deadline; None: none
     metadata: Callable[[], Sequence | None] | None = None  # the incoming metadata (trace parent), read only when tracing
+    caller: str = ""  # who is calling, as the door's token check named it ("" when auth is off)
+    # Set by the core once a tier has answered, before the first chunk is yielded: who serves the call
+    # (an adapter that must send headers before the stream starts, like HTTP, reads them there).
+    tier: str = ""
+    routing_reason: str = ""
+    attempts: int = 0
+    replica: str = ""  # the address of the tier's replica
+
+
+@dataclass(frozen=True, slots=True)
+class LiveLatency:
+    """Live estimates (router/live.py); None: too few streams yet."""
+
+    ttft_ms: float | None
+    decode_tps: float | None
+    samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaState:
+    """One replica of a tier as ListTiers shows it."""
+
+    address: str
+    serving: bool | None
+    breaker: State
+    in_flight: int
+    load: common_pb2.Load
+    live: LiveLatency
+    served: int
 
 
 @dataclass(frozen=True, slots=True)
 class TierState:
-    """One tier as ListTiers (or /v1/models) shows it."""
+    """One tier as ListTiers (or /v1/models) shows it: aggregates over its replicas, and each replica."""
 
     name: str
     model: str
     quantization: str
-    address: str
+    address: str  # how its replicas are found: an address, addresses comma-separated, or dns:NAME:PORT
     max_model_len: int
     serving: bool | None  # None: not heard from yet
     breaker: State
     in_flight: int
     load: common_pb2.Load
     profile: TierProfile | None
+    replicas: tuple[ReplicaState, ...] = ()
+    live: LiveLatency = LiveLatency(None, None, 0)
 
 
 class Router:
@@ -80,7 +113,9 @@ class Router:
         self.budget = RetryBudget(config.retry.budget_ratio, config.retry.budget_burst)
         self.tokens = TokenCounter()
         self.in_flight = 0
-        self._trailers: dict[tuple[str, str, int], bytes] = {}
+        self.requests = 0  # breaks the replica picker's ties
+        self.in_flight_by_caller: dict[str, int] = {}  # only callers counted against max_in_flight_per_caller
+        self._trailers: dict[tuple[str, str, int, str, str], bytes] = {}
 
     async def apply(self, config: MeshConfig, profiles: Profiles) -> None:
         """Switch to a new config and profiles (hot reload); streams in flight keep their tier."""
@@ -88,21 +123,40 @@ class Router:
         self.config, self.profiles = config, profiles
         self.telemetry.prices = prices_from(config.tiers, profiles)
         self.budget.configure(config.retry.budget_ratio, config.retry.budget_burst)
+        self._trailers = {}  # they name the accuracy predictor in force
         await self.pool.retire(gone)
 
     def ready(self) -> bool:
-        """Some tier is SERVING and its breaker lets traffic through: the router can serve a request now."""
-        return any(b.serving and b.breaker.state is not State.OPEN for b in self.pool.backends.values())
+        """Some replica of some tier is SERVING and its breaker lets traffic through: the router can serve now."""
+        return any(t.ready() for t in self.pool.tiers.values())
+
+    def predictor(self) -> str:
+        """The id of the accuracy predictor in force ("" when the tiers' profiled accuracy ranks them)."""
+        predictor = self.profiles.accuracy_predictor
+        return predictor.id if predictor is not None else ""
 
     def tiers(self) -> list[TierState]:
-        return [
-            TierState(
-                name=b.spec.name, model=b.spec.model, quantization=b.spec.quantization, address=b.spec.address,
-                max_model_len=b.spec.max_model_len, serving=b.serving, breaker=b.breaker.state, in_flight=b.in_flight,
-                load=b.load, profile=self.profiles.tiers.get(b.spec.name),
+        states = []
+        for t in self.pool.tiers.values():
+            spec = t.spec
+            replicas = tuple(
+                ReplicaState(
+                    address=b.address, serving=b.serving, breaker=b.breaker.state, in_flight=b.in_flight, load=b.load,
+                    live=LiveLatency(b.stats.ttft_estimate_ms, b.stats.decode_estimate_tps, b.stats.ttft_samples),
+                    served=b.served,
+                )
+                for b in t.replicas.values()
             )
-            for b in self.pool.backends.values()
-        ]
+            live = t.live()
+            decode = 1000 / live.tpot_ms if live.tpot_ms else None
+            states.append(TierState(
+                name=spec.name, model=spec.model, quantization=spec.quantization,
+                address=f"dns:{spec.dns}" if spec.dns else ",".join(spec.static_addresses),
+                max_model_len=spec.max_model_len, serving=t.serving, breaker=t.breaker_state, in_flight=t.in_flight,
+                load=t.load, profile=self.profiles.tiers.get(spec.name), replicas=replicas,
+                live=LiveLatency(live.ttft_ms, decode, sum(r.live.samples for r in replicas)),
+            ))
+        return states
 
     async def route(self, raw: bytes, call: Call) -> AsyncIterator[bytes]:
         """The tier's messages for one serialized qarr.v1.GenerateRequest; raises RouteError."""
@@ -111,25 +165,29 @@ class Router:
         status = "CANCELLED"  # unless an outcome is reached: the caller went away (or its deadline passed)
         error: RouteError | None = None
         last = b""
-        admitted = self.in_flight < self.config.max_in_flight
-        if admitted:
-            self.in_flight += 1
+        refused, counted_as = self._admit(call.caller)
         try:
-            if not admitted:
-                raise Overloaded(f"router is at its limit of {self.config.max_in_flight} concurrent streams; retry later")
+            if refused is not None:
+                raise refused
             request = parse_request(raw, self.config.limits)
             request_id = request.request_id
             if not request_id:
                 request_id = uuid.uuid4().hex
                 raw += pb.GenerateRequest(request_id=request_id).SerializeToString()
             rq = self.telemetry.request_started(request_id, request, started, call.metadata)
+            rq.caller = call.caller
             self.budget.on_request()
-            candidates = await self._choose(request)
+            candidates, predictor = await self._choose(request)
+            key = affinity_key(request.prompt, ((m.role, m.content) for m in request.messages), self.config.picker.affinity_prefix_bytes)
+            self.requests += 1
             up = await open_upstream(
-                raw, candidates, self.pool.backends, self.budget, self.config.retry, call.time_remaining, rq.routed
+                raw, candidates, self.pool.tiers, self.budget, self.config.retry, call.time_remaining, rq.routed,
+                key, self.requests,
             )
             backend, candidate = up.backend, up.candidate
-            trailer = self._trailer(backend.name, candidate.reason, up.attempts)
+            rq.replica, rq.pick = backend.address, up.pick
+            call.tier, call.routing_reason, call.attempts, call.replica = backend.name, candidate.reason, up.attempts, backend.address
+            trailer = self._trailer(backend.name, candidate.reason, up.attempts, predictor, backend.address)
             last = up.first
             code = None
             try:
@@ -149,7 +207,7 @@ class Router:
                 code = e.code()
                 # Text already reached the caller: no retry. Say how much was delivered.
                 delivered = pb.GenerateResponse.FromString(last).generated_tokens
-                yield self._error_message(delivered, candidate, backend.name, up.attempts)
+                yield self._error_message(delivered, candidate, backend.name, up.attempts, predictor, backend.address)
                 raise StreamInterrupted(
                     f"tier {backend.name} failed after {delivered} tokens: {(e.details() or code.name)[:256]}",
                     code.name, delivered, tier=backend.name,
@@ -158,28 +216,67 @@ class Router:
                 up.call.cancel()
                 up.settle(code)
                 if code is grpc.StatusCode.OK:
-                    backend.load = tier_service_pb2.TierServiceGenerateResponse.FromString(last).load
+                    self._feedback(up, last)
         except RouteError as e:
             status, error = e.code, e
             raise
         finally:
-            if admitted:
-                self.in_flight -= 1
+            if refused is None:
+                self._release(counted_as)
             if status == "CANCELLED":
                 remaining = call.time_remaining()
                 if remaining is not None and remaining <= 0:
                     status = "DEADLINE_EXCEEDED"
             if rq is None:
                 rq = self.telemetry.request_started("", None, started, call.metadata)
+                rq.caller = call.caller
             rq.finished(status, last, error)
 
-    async def _choose(self, request: pb.GenerateRequest) -> list[Candidate]:
-        view = await self._view(request)
-        live = {name: b.live() for name, b in self.pool.backends.items()}
-        return choose_tier(view, self.config.tiers, self.profiles.tiers, live, self.config.policy)
+    def _feedback(self, up, last: bytes) -> None:
+        """A stream ended OK: the replica's load from its last message, and its live latency."""
+        ended = time.perf_counter()
+        backend = up.backend
+        final = tier_service_pb2.TierServiceGenerateResponse.FromString(last)
+        backend.load = final.load
+        backend.served += 1
+        first_tokens = final.generated_tokens if up.first is last else pb.GenerateResponse.FromString(up.first).generated_tokens
+        backend.stats.record(self.pool.clock(), up.first_at - up.began, final.generated_tokens - first_tokens, ended - up.first_at)
 
-    async def _view(self, request: pb.GenerateRequest) -> RequestView:
-        """The request as choose_tier sees it. Tokenizes (off the event loop) only for tiers the byte bound cannot clear."""
+    def _admit(self, caller: str) -> tuple[Overloaded | None, str | None]:
+        """Admission: the router's stream limit, then the caller's (when one is set and the door named a
+        caller). Returns the refusal, or None and the caller counted against its limit (None: not counted)."""
+        config = self.config
+        if self.in_flight >= config.max_in_flight:
+            return Overloaded(f"router is at its limit of {config.max_in_flight} concurrent streams; retry later"), None
+        limit = config.max_in_flight_per_caller
+        counted_as = None
+        if caller and limit is not None:
+            held = self.in_flight_by_caller.get(caller, 0)
+            if held >= limit:
+                return CallerBusy(f"caller {caller} already has {limit} streams open, its limit; retry when one ends"), None
+            self.in_flight_by_caller[caller] = held + 1
+            counted_as = caller
+        self.in_flight += 1
+        return None, counted_as
+
+    def _release(self, counted_as: str | None) -> None:
+        self.in_flight -= 1
+        if counted_as is not None:
+            left = self.in_flight_by_caller[counted_as] - 1
+            if left:
+                self.in_flight_by_caller[counted_as] = left
+            else:
+                del self.in_flight_by_caller[counted_as]
+
+    async def _choose(self, request: pb.GenerateRequest) -> tuple[list[Candidate], str]:
+        """Candidates, and the id of the accuracy predictor that ranked them ("" when none did)."""
+        view, predictor = await self._view(request)
+        live = {name: t.live() for name, t in self.pool.tiers.items()}
+        return choose_tier(view, self.config.tiers, self.profiles.tiers, live, self.config.policy), predictor
+
+    async def _view(self, request: pb.GenerateRequest) -> tuple[RequestView, str]:
+        """The request as choose_tier sees it, and the id of the accuracy predictor that estimated its accuracy
+        per tier ("" when none). Tokenizes (off the event loop) only for tiers the byte bound cannot clear."""
         sampling = request.sampling
         max_tokens = sampling.max_tokens if sampling.HasField("max_tokens") else None
         contents = [m.content for m in request.messages]
@@ -200,7 +297,9 @@ class Router:
         text = request.prompt or (contents[-1] if contents else "")
         temperature = sampling.temperature if sampling.HasField("temperature") else None
         expected = max_tokens if max_tokens is not None else DEFAULT_MAX_TOKENS
-        return RequestView(
+        predictor = self.profiles.accuracy_predictor
+        accuracy = predictor.predict(text) if predictor is not None and not routing.tier else None
+        view = RequestView(
             max_tokens=max_tokens,
             prompt_tokens=prompt_tokens,
             prompt_bytes=bound,
@@ -208,18 +307,24 @@ class Router:
             latency_budget_ms=routing.latency_budget_ms,
             min_accuracy=min_accuracy,
             complexity=classify(Signals(text, bound, expected, temperature)),
+            accuracy=accuracy,
         )
+        return view, (predictor.id if accuracy is not None else "")
 
-    def _trailer(self, tier: str, reason: str, attempts: int) -> bytes:
-        key = (tier, reason, attempts)
+    def _trailer(self, tier: str, reason: str, attempts: int, predictor: str, replica: str) -> bytes:
+        key = (tier, reason, attempts, predictor, replica)
         trailer = self._trailers.get(key)
         if trailer is None:
-            trailer = pb.GenerateResponse(tier=tier, routing_reason=reason, attempts=attempts).SerializeToString()
+            if len(self._trailers) >= 4096:  # replicas found by DNS come and go
+                self._trailers.clear()
+            trailer = pb.GenerateResponse(
+                tier=tier, routing_reason=reason, attempts=attempts, predictor=predictor, replica=replica
+            ).SerializeToString()
             self._trailers[key] = trailer
         return trailer
 
     @staticmethod
-    def _error_message(delivered: int, candidate: Candidate, tier: str, attempts: int) -> bytes:
+    def _error_message(delivered: int, candidate: Candidate, tier: str, attempts: int, predictor: str, replica: str) -> bytes:
         return pb.GenerateResponse(
             finish_reason=common_pb2.FINISH_REASON_ERROR,
             usage=common_pb2.Usage(completion_tokens=delivered),
@@ -227,4 +332,6 @@ class Router:
             tier=tier,
             routing_reason=candidate.reason,
             attempts=attempts,
+            predictor=predictor,
+            replica=replica,
         ).SerializeToString()

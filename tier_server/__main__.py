@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from mesh.config import MeshConfigError
 from mesh.observability import configure_logging
 from mesh.server import install_uvloop, stop_event_on_signals
 from tier_server.config import TierConfig, load_tier_config
@@ -48,6 +49,8 @@ async def serve(cfg: TierConfig) -> None:
             max_messages=cfg.max_messages,
         ),
         prompt_format=PromptFormat(cfg.prompt_template, tuple(cfg.stop)),
+        tls=cfg.tls, reflection=cfg.reflection,
+        health_address=f"{cfg.host}:{cfg.health_port}" if cfg.health_port is not None else None,
     )
     await server.start(f"{cfg.host}:{cfg.port}")
     await stop.wait()
@@ -64,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     if cfg.engine == "fake":
         install_uvloop()
-    asyncio.run(serve(cfg))
+    try:
+        asyncio.run(serve(cfg))
+    except MeshConfigError as e:  # a certificate or key file that cannot be used
+        print(e, file=sys.stderr)
+        return 2
     return 0
 
 
