@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from clients.errors import ServerError
-from clients.types import Chunk, Completion, Tier, Usage
+from clients.types import Chunk, Completion, Tier, TierList, Usage
 from qarr.v1 import common_pb2, router_service_pb2 as pb
 
 FINISH = {
@@ -106,3 +106,7 @@ def to_tier(t: pb.TierInfo) -> Tier:
         if t.HasField("profile")
         else {},
     )
+
+
+def to_tier_list(resp: pb.ListTiersResponse) -> TierList:
+    return TierList((to_tier(t) for t in resp.tiers), predictor=resp.predictor)

@@ -99,8 +99,10 @@ def _batch(args) -> int:
 def _tiers(args) -> int:
     with Client(args.target, **_client_options(args)) as client:
         tiers = client.tiers()
-    if args.json:
+    predictor = f"predictor: {tiers.predictor or 'none (tiers ranked by their profiled accuracy)'}"
+    if args.json:  # stdout stays the list of tiers it always was; the predictor goes to stderr
         print(json.dumps([asdict(t) for t in tiers], indent=2))
+        print(predictor, file=sys.stderr)
         return EXIT_OK
     header = ("NAME", "QUANT", "HEALTH", "BREAKER", "IN-FLIGHT", "RUN/WAIT", "KV", "ADDRESS", "MODEL")
     rows = [
@@ -111,6 +113,7 @@ def _tiers(args) -> int:
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
     for r in (header, *rows):
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    print(predictor)
     return EXIT_OK
 
 
@@ -208,8 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between progress lines when stderr is not a terminal (default %(default)s)")
     b.set_defaults(func=_batch)
 
-    t = sub.add_parser("tiers", parents=[connection], help="list tiers with health, breaker state and load",
-                       description="List the router's tiers: health, breaker state, in-flight calls, engine load.")
+    t = sub.add_parser("tiers", parents=[connection], help="list tiers with health, breaker state and load, and the predictor in force",
+                       description="List the router's tiers (health, breaker state, in-flight calls, engine load) and the "
+                                   "accuracy predictor in force (last line; with --json, on stderr).")
     t.add_argument("--json", action="store_true", help="print JSON (with each tier's profile) instead of a table")
     t.set_defaults(func=_tiers)
 
