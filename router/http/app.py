@@ -242,8 +242,8 @@ class Generation:
             await chunks.aclose()
 
     def _headers(self, call: Call) -> list[tuple[bytes, bytes]]:
-        backend = self.router.pool.backends.get(call.tier)
-        spec = backend.spec if backend is not None else None
+        """Who serves the stream, known once the tier answered: the tier's model and quantization as configured."""
+        spec = next((t for t in self.router.config.tiers if t.name == call.tier), None)
         return [
             (b"x-request-id", self.request_id.encode()),
             (b"x-qarr-tier", _ascii(call.tier)),

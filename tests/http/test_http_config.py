@@ -40,3 +40,19 @@ def test_a_tier_named_auto_clashes_only_when_the_door_is_on(tmp_path):
     load(tmp_path, auto)
     with pytest.raises(MeshConfigError, match="'auto' is also a routing model name"):
         load(tmp_path, auto + "http: {enabled: true}\n")
+
+
+def test_launcher_banner_shows_the_http_door_with_tls_and_token_flags(tmp_path):
+    """`make up` prints the door's address (mesh.yaml enables it); with tls and auth the curl line says https, the CA
+    and the bearer header."""
+    from launcher.__main__ import banner
+    from tests.harness import REPO
+
+    text = banner("127.0.0.1:50051", ["smollm2-fp32"], 3.0, load_mesh(REPO / "mesh.yaml"))
+    assert "OpenAI-compatible HTTP door on http://127.0.0.1:8000/v1" in text
+    assert "curl http://127.0.0.1:8000/v1/chat/completions" in text
+    locked = load(tmp_path, TIERS + "http: {enabled: true}\ntls: {cert: r.pem, key: r.key}\n"
+                  "upstream_tls: {ca: ca.pem}\nauth: {tokens_env: QARR_TOKENS, allow_plaintext_tiers: true}\n")
+    text = banner("127.0.0.1:50051", ["bf16"], 3.0, locked)
+    assert "https://127.0.0.1:8000/v1" in text and "--cacert" in text and "authorization: Bearer $TOKEN" in text
+    assert "OpenAI" not in banner("127.0.0.1:50051", ["bf16"], 3.0, load(tmp_path, TIERS))
