@@ -99,10 +99,11 @@ def _batch(args) -> int:
 def _tiers(args) -> int:
     with Client(args.target, **_client_options(args)) as client:
         tiers = client.tiers()
-    predictor = f"predictor: {tiers.predictor or 'none (tiers ranked by their profiled accuracy)'}"
-    if args.json:  # stdout stays the list of tiers it always was; the predictor goes to stderr
+    # stdout stays the table (or JSON list) that scripts read; the predictor in force goes to stderr, as
+    # `qarr generate` puts the tier and usage there.
+    print(f"predictor: {tiers.predictor or 'none (tiers ranked by their profiled accuracy)'}", file=sys.stderr)
+    if args.json:
         print(json.dumps([asdict(t) for t in tiers], indent=2))
-        print(predictor, file=sys.stderr)
         return EXIT_OK
     header = ("NAME", "QUANT", "HEALTH", "BREAKER", "IN-FLIGHT", "RUN/WAIT", "KV", "ADDRESS", "MODEL")
     rows = [
@@ -113,7 +114,6 @@ def _tiers(args) -> int:
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
     for r in (header, *rows):
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-    print(predictor)
     return EXIT_OK
 
 
@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("tiers", parents=[connection], help="list tiers with health, breaker state and load, and the predictor in force",
                        description="List the router's tiers (health, breaker state, in-flight calls, engine load) and the "
-                                   "accuracy predictor in force (last line; with --json, on stderr).")
+                                   "accuracy predictor in force (on stderr).")
     t.add_argument("--json", action="store_true", help="print JSON (with each tier's profile) instead of a table")
     t.set_defaults(func=_tiers)
 
