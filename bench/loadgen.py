@@ -2,7 +2,7 @@
 
 stdin, one command a line:
   {"cmd": "closed", "target", "method", "concurrency", "requests", "max_tokens", "prompt", "deadline_s",
-   "report_open", "ramp_s"}
+   "report_open", "ramp_s", "channels"}
   {"cmd": "open", "target", "method", "items": [{"at_s", "prompt"|"messages", "max_tokens", "tier",
    "latency_budget_ms", "min_accuracy"}], "deadline_s"}
   {"cmd": "closed_http", "url": "http://HOST:PORT/v1", "model", "concurrency", "requests", "max_tokens", "prompt",
@@ -50,14 +50,17 @@ def build_request(item: dict) -> bytes:
 
 class Channels:
     def __init__(self) -> None:
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels: dict[tuple[str, int], grpc.aio.Channel] = {}
 
-    async def get(self, target: str) -> grpc.aio.Channel:
-        ch = self._channels.get(target)
+    async def get(self, target: str, i: int = 0) -> grpc.aio.Channel:
+        """Channel `i` to `target`; channels other than 0 have their own TCP connection (a local subchannel
+        pool), so a server with several processes on one port (SO_REUSEPORT) sees several connections."""
+        ch = self._channels.get((target, i))
         if ch is None:
-            ch = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+            options = CHANNEL_OPTIONS + ((("grpc.use_local_subchannel_pool", 1),) if i else ())
+            ch = grpc.aio.insecure_channel(target, options=options)
             await asyncio.wait_for(ch.channel_ready(), 10)
-            self._channels[target] = ch
+            self._channels[(target, i)] = ch
         return ch
 
     async def close(self) -> None:
@@ -66,8 +69,8 @@ class Channels:
 
 
 async def closed(channels: Channels, cmd: dict) -> dict:
-    channel = await channels.get(cmd["target"])
-    call_fn = channel.unary_stream(cmd["method"])
+    n_channels = max(1, int(cmd.get("channels", 1)))
+    call_fns = [(await channels.get(cmd["target"], i)).unary_stream(cmd["method"]) for i in range(n_channels)]
     payload = build_request({"prompt": cmd.get("prompt"), "max_tokens": cmd["max_tokens"]})
     n_total = int(cmd["requests"])
     concurrency = max(1, min(int(cmd["concurrency"]), n_total))
@@ -83,7 +86,7 @@ async def closed(channels: Channels, cmd: dict) -> dict:
     open_reported = False
     stop_at = time.perf_counter() + deadline_s
 
-    async def one() -> None:
+    async def one(call_fn) -> None:
         nonlocal chunks, open_now, open_reported
         t0 = time.perf_counter()
         first = None
@@ -116,7 +119,7 @@ async def closed(channels: Channels, cmd: dict) -> dict:
             await asyncio.sleep(ramp_s * i / concurrency)
         while issued < n_total and time.perf_counter() < stop_at:
             issued += 1
-            await one()
+            await one(call_fns[i % n_channels])
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(i) for i in range(concurrency)))

@@ -166,7 +166,8 @@ class Door:
             {"id": t.name, "object": "model", "created": self.created, "owned_by": "qarr",
              "qarr": {"routes": False, "model": t.model, "quantization": t.quantization,
                       "max_model_len": t.max_model_len, "serving": t.serving, "breaker": t.breaker.name.lower(),
-                      "in_flight": t.in_flight, "routable": t.profile.routable if t.profile is not None else None}}
+                      "in_flight": t.in_flight, "replicas": len(t.replicas),
+                      "routable": t.profile.routable if t.profile is not None else None}}
             for t in self.router.tiers()
         ]
         return routes + tiers
@@ -251,6 +252,7 @@ class Generation:
             (b"x-qarr-quantization", _ascii(spec.quantization if spec else "")),
             (b"x-qarr-routing-reason", _ascii(call.routing_reason)),
             (b"x-qarr-attempts", str(call.attempts).encode()),
+            (b"x-qarr-replica", _ascii(call.replica)),
         ]
 
     async def _stream(self, chunks, call: Call, send) -> None:

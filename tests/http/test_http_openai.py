@@ -48,6 +48,7 @@ async def test_raw_stream_is_sse_ending_with_done_and_headers_name_the_tier(mesh
             tier = r.headers["x-qarr-tier"]
             assert r.headers["x-qarr-model"] == "" and r.headers["x-qarr-quantization"] == tier
             assert r.headers["x-qarr-routing-reason"] and r.headers["x-qarr-attempts"] == "1"
+            assert r.headers["x-qarr-replica"].startswith("127.0.0.1:")
             body = (await r.aread()).decode()
     events = body.split("\n\n")
     assert events[-1] == "" and events[-2] == "data: [DONE]"
