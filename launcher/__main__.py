@@ -66,8 +66,8 @@ QARR mesh is up after {up_s:.0f} s: router on {listen}, tiers {', '.join(tiers)}
 
   .venv/bin/qarr generate{qarr_flags} "What is the capital of France?"
   .venv/bin/qarr tiers{qarr_flags}
-  grpcurl {grpcurl_flags} {listen} list
-  grpcurl {grpcurl_flags} -d '{{"messages":[{{"role":"user","content":"What is the capital of France?"}}]}}' {listen} qarr.v1.RouterService/Generate
+  .venv/bin/grpcurl {grpcurl_flags} {listen} list
+  .venv/bin/grpcurl {grpcurl_flags} -d '{{"messages":[{{"role":"user","content":"What is the capital of France?"}}]}}' {listen} qarr.v1.RouterService/Generate
 {openai}
 A server that exits is restarted. Ctrl-C drains and stops the mesh.
 """
