@@ -11,12 +11,17 @@ from mesh.observability import configure_logging
 from mesh.server import install_uvloop, stop_event_on_signals
 from tier_server.config import TierConfig, load_tier_config
 
+# Exit status when the engine died: the process ends so that its supervisor (the launcher, a container
+# runtime) starts a new tier, engine included; a live process with a dead engine would never be restarted.
+EXIT_ENGINE_DEAD = 3
+
 
 def build_engine(cfg: TierConfig):
     if cfg.engine == "fake":
         from tier_server.fake_engine import FakeEngine
 
-        return FakeEngine(model=cfg.model, max_model_len=cfg.max_model_len, token_delay_s=cfg.fake_token_delay_ms / 1000)
+        return FakeEngine(model=cfg.model, max_model_len=cfg.max_model_len, token_delay_s=cfg.fake_token_delay_ms / 1000,
+                          engine_process=cfg.fake_engine_process)
     from tier_server.vllm_engine import VllmEngine, VllmSettings
 
     return VllmEngine(
@@ -31,7 +36,9 @@ def build_engine(cfg: TierConfig):
     )
 
 
-async def serve(cfg: TierConfig) -> None:
+async def serve(cfg: TierConfig) -> int:
+    """Run the tier until SIGTERM/SIGINT (drain, exit 0) or until its engine dies (exit EXIT_ENGINE_DEAD once the
+    calls in flight have ended: they fail at once with UNAVAILABLE, bounded by the grace)."""
     from tier_server.server import TierServer
 
     stop = stop_event_on_signals()
@@ -50,9 +57,19 @@ async def serve(cfg: TierConfig) -> None:
         prompt_format=PromptFormat(cfg.prompt_template, tuple(cfg.stop)),
     )
     await server.start(f"{cfg.host}:{cfg.port}")
-    await stop.wait()
-    logging.getLogger("qarr.tier").info("tier %s draining (grace %.0f s)", cfg.name, cfg.grace_seconds)
+    log = logging.getLogger("qarr.tier")
+    waits = [asyncio.create_task(stop.wait()), asyncio.create_task(server.engine_died.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in waits:
+        task.cancel()
+    if server.engine_died.is_set():
+        # Health already says NOT_SERVING: no notice period, just let the failing calls end.
+        log.error("tier %s: engine died; exiting with status %d so that it is restarted", cfg.name, EXIT_ENGINE_DEAD)
+        await server.stop(cfg.grace_seconds)
+        return EXIT_ENGINE_DEAD
+    log.info("tier %s draining (grace %.0f s)", cfg.name, cfg.grace_seconds)
     await server.stop(cfg.grace_seconds, cfg.drain_notice_seconds)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     if cfg.engine == "fake":
         install_uvloop()
-    asyncio.run(serve(cfg))
-    return 0
+    return asyncio.run(serve(cfg))
 
 
 if __name__ == "__main__":

@@ -14,8 +14,11 @@ results/reliability.json (`record`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
+import sys
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -29,7 +32,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from launcher.process import REPO, ServerProcess, free_port, router_process, stop_all, tier_process
 from mesh.config import load_mesh
+from mesh.status import reason_of, retry_pushback_ms
 from qarr.v1 import common_pb2, router_service_pb2 as pb, router_service_pb2_grpc, tier_service_pb2, tier_service_pb2_grpc
+from tests.process_tree import descendants
 
 RESULTS = REPO / "results" / "reliability.json"
 
@@ -121,6 +126,49 @@ class ProcMesh:
         return self.config.tier(name).address
 
 
+class LauncherMesh(ProcMesh):
+    """The same mesh run by `python -m launcher` (what `make up` runs): it starts the tiers and the router and
+    restarts any that exits. `tier_pid(name)` finds a tier server's current process."""
+
+    def __init__(self, directory: Path, tiers: list[dict], **router) -> None:
+        super().__init__(directory, tiers, **router)
+        argv = [sys.executable, "-m", "launcher", "--config", str(self.path), "--log-dir", str(directory),
+                "--restart-backoff", "0.5"]
+        self.launcher = ServerProcess("launcher", argv, self.address, log=directory / "launcher.log", stop_timeout_s=30)
+
+    async def start(self, timeout: float = 60.0) -> LauncherMesh:
+        try:
+            self.launcher.start()
+            await asyncio.to_thread(self.launcher.wait_serving, timeout)
+            self.channel = grpc.aio.insecure_channel(self.address, options=CLIENT_OPTIONS)
+            self.stub = router_service_pb2_grpc.RouterServiceStub(self.channel)
+            await wait_for(self.all_serving, timeout, "the router sees every tier SERVING")
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def stop(self) -> None:
+        if self.channel is not None:
+            await self.channel.close()
+            self.channel = None
+        recorded = [p.pid for p in descendants(self.launcher.pid)] if self.launcher.running else []
+        await asyncio.to_thread(self.launcher.stop)
+        for pid in recorded:  # only after a failure: the launcher stops its servers itself
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def tier_pid(self, name: str) -> int:
+        for p in descendants(self.launcher.pid):
+            args = p.cmdline.split()
+            if p.ppid == self.launcher.pid and "tier_server" in args and args[args.index("--name") + 1] == name:
+                return p.pid
+        raise LookupError(f"no tier server {name} under the launcher")
+
+    def log(self) -> str:
+        return self.launcher.log_tail(100_000)
+
+
 # ---------------------------------------------------------------- calls
 
 def request(prompt: str = "Name three colours.", max_tokens: int = 8, *, request_id: str = "", **routing) -> pb.GenerateRequest:
@@ -135,6 +183,8 @@ class Outcome:
 
     code: str = ""
     details: str = ""
+    reason: str = ""  # ErrorInfo reason of an error
+    pushback_ms: int | None = None  # grpc-retry-pushback-ms of an error (negative: do not retry)
     texts: list[str] = field(default_factory=list)
     last: pb.GenerateResponse | None = None
     started: float = 0.0
@@ -170,6 +220,7 @@ async def generate(stub, req: pb.GenerateRequest, timeout: float | None = 30.0, 
         out.code = "OK"
     except grpc.aio.AioRpcError as e:
         out.code, out.details = e.code().name, e.details() or ""
+        out.reason, out.pushback_ms = reason_of(e.trailing_metadata()), retry_pushback_ms(e.trailing_metadata())
     out.ended = time.monotonic()
     return out
 
@@ -196,8 +247,10 @@ async def tier_health(address: str, timeout: float = 1.0) -> str:
     return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
 
 
-async def wait_for(check: Callable[[], Awaitable[bool] | bool], timeout: float, what: str, poll_s: float = 0.01) -> float:
-    """Poll until check() is true; the monotonic time it was first seen true."""
+async def wait_for(check: Callable[[], Awaitable[bool] | bool], timeout: float, what: str | Callable[[], str],
+                   poll_s: float = 0.01) -> float:
+    """Poll until check() is true; the monotonic time it was first seen true. `what` (or what it returns) names
+    the awaited state in the failure."""
     deadline = time.monotonic() + timeout
     while True:
         ok = check()
@@ -206,11 +259,20 @@ async def wait_for(check: Callable[[], Awaitable[bool] | bool], timeout: float, 
         if ok:
             return time.monotonic()
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
+            raise AssertionError(f"not within {timeout:g} s: {what() if callable(what) else what}")
         await asyncio.sleep(poll_s)
 
 
 # ---------------------------------------------------------------- /metrics and /proc
+
+def log_lines(path: Path, message: str = "request finished") -> list[dict]:
+    """The JSON log lines of a server's log file with this message (the router's per-request line by default)."""
+    lines = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{") and f'"{message}"' in line:
+            lines.append(json.loads(line))
+    return lines
+
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
