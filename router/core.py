@@ -80,6 +80,7 @@ class Router:
         self.budget = RetryBudget(config.retry.budget_ratio, config.retry.budget_burst)
         self.tokens = TokenCounter()
         self.in_flight = 0
+        self._peak_in_flight = 0  # highest in_flight since take_peak_in_flight() was last called
         self._trailers: dict[tuple[str, str, int], bytes] = {}
 
     async def apply(self, config: MeshConfig, profiles: Profiles) -> None:
@@ -89,6 +90,11 @@ class Router:
         self.telemetry.prices = prices_from(config.tiers, profiles)
         self.budget.configure(config.retry.budget_ratio, config.retry.budget_burst)
         await self.pool.retire(gone)
+
+    def take_peak_in_flight(self) -> int:
+        """The most streams relayed at once since the last call (for releasing memory after a spike)."""
+        peak, self._peak_in_flight = self._peak_in_flight, self.in_flight
+        return peak
 
     def ready(self) -> bool:
         """Some tier is SERVING and its breaker lets traffic through: the router can serve a request now."""
@@ -114,6 +120,8 @@ class Router:
         admitted = self.in_flight < self.config.max_in_flight
         if admitted:
             self.in_flight += 1
+            if self.in_flight > self._peak_in_flight:
+                self._peak_in_flight = self.in_flight
         try:
             if not admitted:
                 raise Overloaded(f"router is at its limit of {self.config.max_in_flight} concurrent streams; retry later")

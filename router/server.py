@@ -7,6 +7,7 @@ import contextlib
 import logging
 from pathlib import Path
 
+from mesh.memory import release_after_spikes
 from mesh.server import MeshServer
 from qarr.v1 import router_service_pb2
 from router.backends import BackendPool
@@ -49,6 +50,7 @@ class RouterServer:
         )
         self._reload_task: asyncio.Task | None = None
         self._readiness_task: asyncio.Task | None = None
+        self._memory_task: asyncio.Task | None = None
         self.serving = False
 
     async def start(self, address: str | None = None) -> int:
@@ -62,6 +64,10 @@ class RouterServer:
             self._reload_task = asyncio.create_task(self.reloader.run(), name="config-reload")
         port = await self.mesh.start(address or self.config.listen)
         self._readiness_task = asyncio.create_task(self._follow_readiness(), name="readiness")
+        # After a burst of streams, give the memory they held back to the OS (mesh/memory.py).
+        self._memory_task = asyncio.create_task(
+            release_after_spikes(lambda: self.router.in_flight, self.router.take_peak_in_flight), name="release-memory"
+        )
         log.info("router listening on port %d with tiers %s", port, list(self.pool.backends))
         return port
 
@@ -79,7 +85,7 @@ class RouterServer:
                 await asyncio.wait_for(self.pool.changed.wait(), min(0.25, self.router.config.health_interval_s / 4))
 
     async def stop(self, grace: float, notice: float = 0.0) -> None:
-        for task in (self._reload_task, self._readiness_task):
+        for task in (self._reload_task, self._readiness_task, self._memory_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
