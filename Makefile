@@ -1,4 +1,4 @@
-# make up    — install, prepare the bundled model, start router + tiers (Ctrl-C stops)
+# make up    — install, prepare the bundled model, start router + tiers under the launcher (restarts a server that dies; Ctrl-C drains and stops)
 # make test  — install, prepare the bundled model, run every test
 VENV ?= .venv
 PY := $(VENV)/bin/python

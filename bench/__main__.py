@@ -13,6 +13,8 @@ BENCHMARKS = {
     "cost": "router CPU per request and per relayed chunk, streams/s per router process, py-spy profile",
     "routing": "routed versus pinned-to-the-most-precise-tier on a mixed eval workload with Poisson arrivals",
     "scaling": "100 / 500 / 1,000 open streams through one router: memory per stream, added latency, errors",
+    "routing-quality": "offline, from the profiler's per-item outcomes: random, keyword, learned and oracle routers "
+                       "and each tier alone on held-out items; APGR, CPT(50%%), CPT(80%%), cost vs accuracy",
     "report": "collect the latest results/<name>/result.json tables into one markdown file",
 }
 
@@ -21,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="name", required=True, metavar="BENCHMARK")
     for name, help_text in BENCHMARKS.items():
-        module = importlib.import_module(f"bench.{name}")
+        module = importlib.import_module(f"bench.{name.replace('-', '_')}")
         p = sub.add_parser(name, help=help_text, description=module.__doc__)
         if name != "report":
             p.add_argument("--out", help=f"folder for result.json and plots (default results/{name})")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from launcher.process import REPO, ServerProcess, free_port, local_env as subprocess_env, stop_all as stop_servers
 from mesh.config import MeshConfig, TierSpec
+from profiler.stats import percentile
 
 ROUTER_METHOD = "/qarr.v1.RouterService/Generate"
 TIER_METHOD = "/qarr.v1.TierService/Generate"
@@ -54,26 +55,30 @@ def start_fake_tier(out: Path, name: str = "fake", token_delay_ms: float = 0.0) 
     return Server(f"tier {name}", argv, port, out / f"tier-{name}.log")
 
 
-def write_router_config(path: Path, tiers: Sequence[TierSpec | dict]) -> Path:
-    """A mesh file for the router alone (tiers already running), validated like any mesh file."""
+def write_router_config(path: Path, tiers: Sequence[TierSpec | dict], **settings) -> Path:
+    """A mesh file for the router alone (tiers already running), validated like any mesh file;
+    `settings` (profiles, policy, upstream_tls for tiers that serve TLS, ...) are router settings as in
+    mesh.yaml. The router itself listens in plaintext on loopback: the benchmarks measure routing, not TLS."""
     import yaml
 
     # Admission limits above the largest load a benchmark offers (1,000 open streams), so the
     # benchmarks measure the relay rather than the router's deliberate RESOURCE_EXHAUSTED.
     limit = {"max_in_flight": 4096}
     specs = [(t if isinstance(t, TierSpec) else TierSpec.model_validate(t)).model_copy(update=limit) for t in tiers]
-    config = MeshConfig(tiers=specs, grace_seconds=1, **limit)
+    config = MeshConfig.model_validate({"grace_seconds": 1, **limit, **settings, "tiers": specs})
     path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_defaults=True), sort_keys=False))
     return path
 
 
 def start_router(
-    out: Path, tiers: Sequence[TierSpec | dict], log_level: str = "INFO", tag: str = "router", repo: Path = REPO
+    out: Path, tiers: Sequence[TierSpec | dict], log_level: str = "INFO", tag: str = "router", repo: Path = REPO,
+    **settings,
 ) -> Server:
     """The real router (`python -m router`), logging at its production level into a file.
-    `repo`: another checkout whose router to run (see `checkout`), for before/after comparisons."""
+    `repo`: another checkout whose router to run (see `checkout`), for before/after comparisons;
+    `settings`: router settings for its mesh file (profiles, policy, ...)."""
     port = free_port()
-    config = write_router_config(out / f"{tag}.yaml", tiers)
+    config = write_router_config(out / f"{tag}.yaml", tiers, **settings)
     argv = [sys.executable, "-m", "router", "--config", str(config.resolve()), "--listen", f"127.0.0.1:{port}", "--log-level", log_level]
     return Server(tag, argv, port, out / f"{tag}.log", repo=repo)
 
@@ -225,19 +230,8 @@ class LoadGen:
 
 # ---------------------------------------------------------------- statistics
 
-def pct(values: Sequence[float], q: float) -> float:
-    """Percentile with linear interpolation; nan for no values."""
-    if not values:
-        return float("nan")
-    v = sorted(values)
-    k = (len(v) - 1) * q / 100
-    lo = int(k)
-    hi = min(lo + 1, len(v) - 1)
-    return v[lo] + (v[hi] - v[lo]) * (k - lo)
-
-
 def summary_ms(values_s: Sequence[float]) -> dict:
-    return {"n": len(values_s), "p50": pct(values_s, 50) * 1e3, "p95": pct(values_s, 95) * 1e3, "p99": pct(values_s, 99) * 1e3}
+    return {"n": len(values_s), "p50": percentile(values_s, 50) * 1e3, "p95": percentile(values_s, 95) * 1e3, "p99": percentile(values_s, 99) * 1e3}
 
 
 def fit_line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:

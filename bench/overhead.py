@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from bench import harness as h
+from profiler.stats import percentile
 
 ARMS = ("direct", "router", "relay")
 
@@ -42,7 +43,7 @@ def _measure(lg: h.LoadGen, targets: dict, method: dict, arms, rounds: int, c: i
             s = samples[arm]
             s["ttft"] += res["ttft"]
             s["total"] += res["total"]
-            s["round_p50_ttft"].append(h.pct(res["ttft"], 50))
+            s["round_p50_ttft"].append(percentile(res["ttft"], 50))
             for k, v in res["errors"].items():
                 s["errors"][k] = s["errors"].get(k, 0) + v
     return samples
@@ -63,7 +64,7 @@ def _rows(case: str, samples: dict, arms) -> tuple[list, dict]:
         paired = sorted(x - y for x, y in zip(samples[a]["round_p50_ttft"], samples["direct"]["round_p50_ttft"]))
         stats[a]["added_ttft_ms"] = d
         stats[a]["added_total_ms"] = dt
-        stats[a]["added_ttft_p50_ms_paired_median"] = h.pct(paired, 50) * 1e3
+        stats[a]["added_ttft_p50_ms_paired_median"] = percentile(paired, 50) * 1e3
         rows.append([case, f"+{a} − direct", "", d["p50"], d["p95"], d["p99"], dt["p50"], dt["p95"], dt["p99"], ""])
     return rows, stats
 

@@ -1,12 +1,15 @@
-"""Routing benefit: QARR routing versus everything pinned to the most precise tier.
+"""Routing benefit, online: QARR's routing versus every request pinned to the most accurate tier, on real tiers.
 
-A mixed workload (about 80 % short/simple, 20 % long/complex eval items), Poisson
-arrivals at --rate, the same schedule for both arms in a round, arms alternated
-round by round. (a) pinned: routing.tier = the precise tier; (b) routed: hints
-only (simple: a tight latency_budget_ms; complex: a loose budget and min_accuracy).
-Reports p50/p95 latency, TTFT, throughput, accuracy on the items, estimated cost
-and which tiers served. Tiers come from a mesh file (bench/meshes/cpu.yaml by
-default: one real vLLM engine); the same command runs on a GPU with a GPU mesh file.
+A workload of eval items (the golden set by default) arrives as a Poisson process at --rate; both
+arms replay the same schedule in a round, the arms alternated round by round. pinned: routing.tier =
+the most accurate tier (by the profiles' accuracy, or --precise). routed: no hints; the router's
+policy decides, with a per-request accuracy predictor when the eval set's per-item outcomes exist.
+
+Held out: that predictor is trained here on the outcomes of the items outside one fold (the folds of
+`bench routing-quality`), and the workload draws only from that fold, so the routed arm never serves
+an item its predictor saw. Reports p50/p95 latency, TTFT, throughput, accuracy (the profiler's scorer,
+errors count as wrong), cost (tokens x the tier's $/1M tokens) and the share served by each tier.
+Tiers come from a mesh file (--mesh); the same command runs on a GPU with a GPU mesh file.
 """
 
 from __future__ import annotations
@@ -17,9 +20,15 @@ from collections import Counter
 from pathlib import Path
 
 from bench import harness as h
-from bench.evalset import Item, load_items
 from launcher.process import ServerProcess, tier_process
 from mesh.config import MeshConfig, MeshConfigError, TierSpec, load_mesh
+from profiler.evalset import DEFAULT_EVAL_SET, EvalItem, file_sha256, load_eval_set
+from profiler.evaluate import EVAL_MAX_TOKENS
+from profiler.outcomes import examples, load_outcomes
+from profiler.scorer import score
+from profiler.train import folds_of, train_predictor
+from router.predictor import dump_predictor
+from router.profiles import dump_profiles, load_profiles
 
 # Relative cost per million tokens when neither the mesh file nor a profiles file says.
 DEFAULT_COST = {"fp32": 1.0, "bf16": 0.5, "fp16": 0.5, "fp8": 0.3, "w8a8": 0.3, "int8": 0.3, "awq": 0.2,
@@ -31,20 +40,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="mesh file of the tiers to start (see bench/meshes/; default: two real CPU tiers, fp32 and bf16); "
                         "addresses are replaced by free ports")
     p.add_argument("--model", help="model folder for every vLLM tier (overrides the mesh file's)")
-    p.add_argument("--precise", help="the tier the pinned arm uses (default: the mesh file's first tier)")
-    p.add_argument("--eval-set", help="a .jsonl file or a folder of them (default: evals/ if present, else built-in)")
+    p.add_argument("--precise", help="the tier the pinned arm uses (default: the most accurate in the profiles)")
+    p.add_argument("--eval-set", type=Path, default=DEFAULT_EVAL_SET, help="JSONL eval set (default: the golden set)")
     p.add_argument("--profiles", default=str(h.REPO / "profiles/default.yaml"),
                    help="profiles file (router/profiles.py schema) the router routes on; also gives cost per million tokens")
-    # Defaults sized to finish in a few minutes on the 2-core CPU tiers; raise them on a GPU.
+    p.add_argument("--outcomes", help="per-item outcomes of the eval set (default: outcomes.jsonl beside --profiles); "
+                   "without them the routed arm uses the profiled accuracies and every item")
+    p.add_argument("--folds", type=int, default=5, help="folds of the item split (default %(default)s)")
+    p.add_argument("--fold", type=int, default=0, help="the held-out fold the workload draws from (default %(default)s)")
+    # Defaults sized to finish in minutes on the 2-core CPU tiers; raise them on a GPU.
     p.add_argument("--rate", type=float, default=0.5, help="Poisson arrival rate, requests/s")
     p.add_argument("--requests", type=int, default=8, help="requests per arm per round")
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--complex-share", type=float, default=0.2)
-    p.add_argument("--simple-max-tokens", type=int, default=16)
-    p.add_argument("--complex-max-tokens", type=int, default=48)
-    p.add_argument("--simple-budget-ms", type=int, default=2000, help="routed arm: latency_budget_ms of simple items")
-    p.add_argument("--complex-budget-ms", type=int, default=30000, help="routed arm: latency_budget_ms of complex items")
-    p.add_argument("--complex-min-accuracy", type=float, default=0.3, help="routed arm: min_accuracy of complex items (<0: unset)")
+    p.add_argument("--max-tokens", type=int, default=EVAL_MAX_TOKENS,
+                   help="max_tokens of every request (default: the profiler's eval, %(default)s)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--start-timeout", type=float, default=300.0, help="seconds to wait for the tiers")
 
@@ -67,7 +76,7 @@ def start_mesh(out: Path, mesh: MeshConfig, model_override: str | None, timeout:
                 raise SystemExit(f"tier {t.name}: model folder {model} not found (make model, or --model DIR)")
             serve = t.serve.model_copy(update={"log_level": "WARNING"})
             spec = t.model_copy(update={"address": f"127.0.0.1:{h.free_port()}", "model": model, "serve": serve})
-            started.append((spec, tier_process(spec, log=out / f"tier-{t.name}.log").start()))
+            started.append((spec, tier_process(spec, log=out / f"tier-{t.name}.log", tls=mesh.upstream_tls).start()))
         h.wait_all(*(s for _, s in started), timeout=timeout)
     except BaseException:
         h.stop_all(s for _, s in reversed(started))
@@ -75,37 +84,52 @@ def start_mesh(out: Path, mesh: MeshConfig, model_override: str | None, timeout:
     return started
 
 
-def schedule(items: list[Item], args, seed: int) -> list[dict]:
-    """n requests, complex with probability complex_share, Poisson arrivals at args.rate."""
+def schedule(items: list[EvalItem], args, seed: int) -> list[dict]:
+    """args.requests items drawn with replacement, Poisson arrivals at args.rate."""
     rng = random.Random(seed)
-    simple = [i for i in items if not i.complex]
-    hard = [i for i in items if i.complex] or simple
-    simple = simple or hard
     t = 0.0
     plan = []
     for _ in range(args.requests):
         t += rng.expovariate(args.rate)
-        item = rng.choice(hard if rng.random() < args.complex_share else simple)
-        plan.append({"at_s": round(t, 4), "item": item})
+        plan.append({"at_s": round(t, 4), "item": rng.choice(items)})
     return plan
 
 
-def requests_for(plan: list[dict], arm: str, precise: str, args) -> list[dict]:
+def requests_for(plan: list[dict], arm: str, precise: str, max_tokens: int) -> list[dict]:
     reqs = []
     for p in plan:
-        item: Item = p["item"]
-        max_tokens = item.max_tokens or (args.complex_max_tokens if item.complex else args.simple_max_tokens)
-        r = {"at_s": p["at_s"], "messages": [{"role": "user", "content": item.prompt}], "max_tokens": max_tokens}
+        r = {"at_s": p["at_s"], "messages": [{"role": "user", "content": p["item"].prompt}], "max_tokens": max_tokens}
         if arm == "pinned":
             r["tier"] = precise
-        elif item.complex:
-            r["latency_budget_ms"] = args.complex_budget_ms
-            if args.complex_min_accuracy >= 0:
-                r["min_accuracy"] = args.complex_min_accuracy
-        else:
-            r["latency_budget_ms"] = args.simple_budget_ms
         reqs.append(r)
     return reqs
+
+
+def held_out(items: list[EvalItem], args, out_dir: Path) -> tuple[list[EvalItem], str, str]:
+    """(workload items, profiles file for the router, how the routed arm predicts accuracy)."""
+    profiles = load_profiles(args.profiles)
+    outcomes_path = Path(args.outcomes) if args.outcomes else Path(args.profiles).parent / "outcomes.jsonl"
+    sha = file_sha256(args.eval_set)
+    outcomes = load_outcomes(outcomes_path) if outcomes_path.exists() else []
+    tiers = [t for t in profiles.tiers if any(o.tier == t for o in outcomes)]
+    if not outcomes or outcomes[0].eval_set_sha256 != sha or not tiers:
+        profiles.predictor = ""
+        path = out_dir / "profiles.yaml"
+        dump_profiles(profiles, path)
+        return items, str(path), "profiled accuracy (no per-item outcomes of this eval set)"
+    data = examples(outcomes, tiers)
+    fold = dict(zip([e.item for e in data], folds_of([e.item for e in data], args.folds)))
+    train = [e for e in data if fold[e.item] != args.fold]
+    test_ids = {e.item for e in data if fold[e.item] == args.fold}
+    predictor = train_predictor(train, tiers, eval_set=outcomes[0].eval_set, eval_set_sha256=sha)
+    dump_predictor(predictor, out_dir / "predictor.json")
+    profiles.predictor = "predictor.json"
+    path = out_dir / "profiles.yaml"
+    dump_profiles(profiles, path)
+    predictor_id = load_profiles(path).accuracy_predictor.id
+    how = (f"learned predictor {predictor_id} trained on {len(train)} items; workload from the "
+           f"{len(test_ids)} held-out items of fold {args.fold}/{args.folds}")
+    return [i for i in items if i.id in test_ids], str(path), how
 
 
 def costs(tiers: list[TierSpec], profiles_path: str | None) -> dict[str, float]:
@@ -132,12 +156,16 @@ def run(args) -> dict:
         mesh = load_mesh(args.mesh)
     except MeshConfigError as e:
         raise SystemExit(str(e)) from None
-    eval_path = args.eval_set or (str(h.REPO / "evals") if (h.REPO / "evals").is_dir() and any((h.REPO / "evals").glob("*.jsonl")) else None)
-    items, source = load_items(eval_path)
-    precise = args.precise or mesh.tiers[0].name
-    if precise not in {t.name for t in mesh.tiers}:
+    items, profiles_path, how = held_out(load_eval_set(args.eval_set), args, out.dir)
+    if not items:
+        raise SystemExit(f"no eval items in the held-out fold {args.fold} of {args.eval_set}")
+    profiles = load_profiles(profiles_path)
+    names = [t.name for t in mesh.tiers]
+    # The most accurate tier in the profiles (ties and tiers without a profile: mesh order).
+    precise = args.precise or max(names, key=lambda n: profiles.tiers[n].accuracy if n in profiles.tiers else -1.0)
+    if precise not in names:
         raise SystemExit(f"--precise {precise}: no such tier in {args.mesh}")
-    print(f"eval items: {len(items)} ({sum(i.complex for i in items)} complex) from {source}; pinned tier: {precise}", flush=True)
+    print(f"{len(items)} eval items from {args.eval_set.name}; pinned tier: {precise}; routed arm: {how}", flush=True)
     arms = ("pinned", "routed")
     results: dict = {a: [] for a in arms}
     spans: dict = {a: [] for a in arms}
@@ -148,9 +176,11 @@ def run(args) -> dict:
         tiers = start_mesh(out.dir, mesh, args.model, args.start_timeout)
         servers += [s for _, s in tiers]
         specs = [t for t, _ in tiers]
-        router = h.start_router(out.dir, specs).wait_serving()
+        upstream = {"upstream_tls": mesh.upstream_tls.model_dump(mode="json")} if mesh.upstream_tls else {}
+        router = h.start_router(out.dir, specs, profiles=profiles_path,
+                                policy=mesh.policy.model_dump(mode="json"), **upstream).wait_serving()
         servers.append(router)
-        cost = costs(specs, args.profiles)
+        cost = costs(specs, profiles_path)
         # Warm-up: the router's first health answers, then one short request per tier.
         lg.until_ok(router.address, h.ROUTER_METHOD)
         for t in specs:
@@ -158,11 +188,11 @@ def run(args) -> dict:
         for r in range(args.rounds):
             plan = schedule(items, args, args.seed + r)
             for arm in h.rotated(arms, r):
-                res = lg.open_loop(router.address, requests_for(plan, arm, precise, args),
+                res = lg.open_loop(router.address, requests_for(plan, arm, precise, args.max_tokens),
                                    timeout=plan[-1]["at_s"] + 300)
                 for p, x in zip(plan, res["results"]):
-                    x.update(item=p["item"].id, complex=p["item"].complex,
-                             correct=("error" not in x) and p["item"].correct(x.get("text", "")))
+                    x.update(item=p["item"].id, category=p["item"].category,
+                             correct=("error" not in x) and score(p["item"], x.get("text", "")))
                 results[arm] += res["results"]
                 spans[arm].append(max((x.get("done_s", 0) for x in res["results"]), default=0.0))
                 ok = [x for x in res["results"] if "error" not in x]
@@ -176,17 +206,16 @@ def run(args) -> dict:
         ok = [x for x in rs if "error" not in x]
         span = sum(spans[arm]) or float("nan")
         tokens = sum(x.get("completion_tokens", 0) for x in ok)
-        simple_items = [x for x in rs if not x["complex"]]
-        complex_items = [x for x in rs if x["complex"]]
         acc = lambda xs: 100.0 * sum(x["correct"] for x in xs) / len(xs) if xs else float("nan")
+        served = Counter(x.get("tier") for x in ok)
         stats[arm] = {
             "requests": len(rs), "completed": len(ok), "errors": dict(Counter(x["error"] for x in rs if "error" in x)),
             "latency": h.summary_ms([x["total_s"] for x in ok]), "ttft": h.summary_ms([x["ttft_s"] for x in ok if "ttft_s" in x]),
-            "throughput_rps": len(ok) / span, "tokens_per_s": tokens / span,
-            "accuracy": acc(rs), "accuracy_simple": acc(simple_items), "accuracy_complex": acc(complex_items),
+            "throughput_rps": len(ok) / span, "tokens_per_s": tokens / span, "accuracy": acc(rs),
+            "accuracy_by_category": {c: acc([x for x in rs if x["category"] == c]) for c in sorted({x["category"] for x in rs})},
             "cost": sum((x.get("prompt_tokens", 0) + x.get("completion_tokens", 0)) * cost.get(x.get("tier"), 0.0)
                         for x in ok) / 1e6,
-            "tiers": dict(Counter(x.get("tier") for x in ok)),
+            "tiers": dict(served), "share": {t: n / len(ok) for t, n in served.items()} if ok else {},
         }
     p, q = stats["pinned"], stats["routed"]
     ratio = lambda a, b: a / b if b else float("nan")
@@ -200,21 +229,22 @@ def run(args) -> dict:
     for arm in arms:
         s = stats[arm]
         rows.append([arm, f"{s['completed']}/{s['requests']}", s["latency"]["p50"], s["latency"]["p95"], s["ttft"]["p50"],
-                     s["ttft"]["p95"], s["throughput_rps"], s["tokens_per_s"], s["accuracy"], s["accuracy_simple"],
-                     s["accuracy_complex"], f"{s['cost'] * 1e3:.4f}",
-                     " ".join(f"{k}:{v}" for k, v in sorted(s["tiers"].items(), key=str))])
+                     s["ttft"]["p95"], s["throughput_rps"], s["tokens_per_s"], s["accuracy"], f"{s['cost'] * 1e3:.4f}",
+                     " ".join(f"{k}:{100 * v:.0f}%" for k, v in sorted(s["share"].items(), key=str))])
     rv = stats["routed_vs_pinned"]
     f2 = lambda x: f"{x:.2f}"
     rows.append(["routed/pinned", "", f2(rv["p50_ratio"]), f2(rv["p95_ratio"]), "", "", f2(rv["throughput_ratio"]),
-                 f2(rv["tokens_per_s_ratio"]), f"{rv['accuracy_diff_pt']:+.1f} pt", "", "", f"×{rv['cost_ratio']:.2f}", ""])
-    out.result.update(stats=stats, results=results, eval_source=source, precise=precise, cost_per_million=cost,
-                      mesh=mesh.model_dump(mode="json", exclude_defaults=True), params={k: v for k, v in vars(args).items() if k != "func"})
+                 f2(rv["tokens_per_s_ratio"]), f"{rv['accuracy_diff_pt']:+.1f} pt", f"×{rv['cost_ratio']:.2f}", ""])
+    out.result.update(stats=stats, results=results, eval_set=str(args.eval_set), routed_arm=how, precise=precise,
+                      cost_per_million=cost, mesh=mesh.model_dump(mode="json", exclude_defaults=True),
+                      params={k: v for k, v in vars(args).items() if k != "func"})
     out.print_table(
         "routing",
-        f"Routed versus pinned to {precise} ({args.requests} requests × {args.rounds} rounds per arm, Poisson {args.rate:g}/s, "
-        f"{100 * args.complex_share:.0f} % complex; mesh {Path(args.mesh).name})",
+        f"Routed versus pinned to {precise} ({args.requests} requests × {args.rounds} rounds per arm, Poisson "
+        f"{args.rate:g}/s, {len(items)} eval items, max_tokens {args.max_tokens}; mesh {Path(args.mesh).name}; "
+        f"routed arm: {how})",
         ["arm", "ok", "latency p50 ms", "latency p95 ms", "TTFT p50 ms", "TTFT p95 ms", "req/s", "tokens/s",
-         "accuracy %", "simple %", "complex %", "cost (m$)", "tiers"], rows, 1)
+         "accuracy %", "cost (m$)", "share per tier"], rows, 1)
 
     def draw(plt):
         fig, ax = plt.subplots(figsize=(6, 4))

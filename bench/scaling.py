@@ -15,6 +15,7 @@ import threading
 import time
 
 from bench import harness as h
+from profiler.stats import percentile
 
 METHOD = {"direct": h.TIER_METHOD, "router": h.ROUTER_METHOD, "relay": h.ROUTER_METHOD}
 
@@ -102,7 +103,7 @@ def run(args) -> dict:
                         "cpu_s": cpu, "tier_rss_open": at_open.get("tier_rss", 0),
                     })
                     print(f"  N={n} {arm}: completed {res['completed']}, errors {res['errors']}, "
-                          f"TTFT p50 {h.pct(res['ttft'], 50) * 1e3:.1f} ms", flush=True)
+                          f"TTFT p50 {percentile(res['ttft'], 50) * 1e3:.1f} ms", flush=True)
     finally:
         h.stop_all(reversed(servers))
 

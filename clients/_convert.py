@@ -62,6 +62,7 @@ def to_chunk(msg: pb.GenerateResponse) -> Chunk:
         quantization=msg.quantization,
         routing_reason=msg.routing_reason,
         attempts=msg.attempts,
+        predictor=msg.predictor,
     )
 
 
@@ -78,6 +79,7 @@ def to_completion(chunks: Sequence[Chunk]) -> Completion:
         quantization=last.quantization,
         routing_reason=last.routing_reason,
         attempts=last.attempts,
+        predictor=last.predictor,
     )
 
 

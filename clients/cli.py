@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -17,9 +16,27 @@ from clients.errors import QarrError
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+def _read(path: str | None) -> bytes | None:
+    return Path(path).read_bytes() if path else None
+
+
+def _token(args) -> str | None:
+    """--token-file, else --token, else $QARR_TOKEN (the SDK's default)."""
+    if args.token_file:
+        token = Path(args.token_file).read_text().strip()
+        if not token:
+            raise ValueError(f"{args.token_file}: empty token file")
+        return token
+    return args.token
+
+
 def _client_options(args) -> dict:
-    root = Path(args.ca_file).read_bytes() if args.ca_file else None
-    return dict(timeout=args.timeout, tls=args.tls, root_certificates=root, token=args.token, max_retries=args.max_retries)
+    if bool(args.cert_file) != bool(args.key_file):
+        raise ValueError("--cert-file and --key-file go together (a client certificate for mutual TLS)")
+    return dict(
+        timeout=args.timeout, tls=args.tls, root_certificates=_read(args.ca_file), token=_token(args),
+        private_key=_read(args.key_file), certificate_chain=_read(args.cert_file), max_retries=args.max_retries,
+    )
 
 
 def _sampling_options(args) -> dict:
@@ -45,7 +62,8 @@ def _generate(args) -> int:
         u = last.usage
         print(
             f"[tier={last.tier} quantization={last.quantization} reason={last.routing_reason} "
-            f"finish={last.finish_reason} tokens={u.prompt_tokens}+{u.completion_tokens}]",
+            + (f"predictor={last.predictor} " if last.predictor else "")
+            + f"finish={last.finish_reason} tokens={u.prompt_tokens}+{u.completion_tokens}]",
             file=sys.stderr,
         )
     return EXIT_OK
@@ -112,7 +130,10 @@ def _connection_parent() -> argparse.ArgumentParser:
                    help="retries of UNAVAILABLE/RESOURCE_EXHAUSTED before the first chunk (default %(default)s)")
     c.add_argument("--tls", action="store_true", help="connect with TLS (system roots unless --ca-file)")
     c.add_argument("--ca-file", help="PEM file of root certificates for TLS (implies --tls)")
-    c.add_argument("--token", default=os.environ.get("QARR_TOKEN"), help="bearer token sent as authorization metadata (env QARR_TOKEN)")
+    c.add_argument("--cert-file", help="PEM client certificate, for a router that requires one (mutual TLS; implies --tls)")
+    c.add_argument("--key-file", help="PEM private key of --cert-file")
+    c.add_argument("--token-file", help="file holding the bearer token (default: env QARR_TOKEN)")
+    c.add_argument("--token", help="bearer token (discouraged: visible in `ps` and shell history; use --token-file or QARR_TOKEN)")
     return p
 
 
@@ -199,16 +220,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# `qarr quantize|profile|bench ...` hand their arguments to the tool's own entry point.
+# `qarr quantize|profile|train-router|bench ...` hand their arguments to the tool's own entry point.
 TOOLS = {
     "quantize": "quantize a model folder with llm-compressor (W8A8, W4A16, ...); see docs/quantize.md",
     "profile": "measure every tier of a mesh into the profiles file the router reads; see docs/profile.md",
+    "train-router": "train the per-request accuracy predictor from the profiler's per-item outcomes; see docs/profile.md",
     "bench": "router overhead, cost, scaling and routing-benefit benchmarks; see docs/bench.md",
 }
 
 
 def _run_tool(name: str, argv: list[str]) -> int:
-    module = {"quantize": "quantize.__main__", "profile": "profiler.__main__", "bench": "bench.__main__"}[name]
+    module = {"quantize": "quantize.__main__", "profile": "profiler.__main__", "train-router": "profiler.train",
+              "bench": "bench.__main__"}[name]
     import importlib
 
     return importlib.import_module(module).main(argv) or 0
@@ -219,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in TOOLS:
         return _run_tool(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
-    if args.ca_file:
+    if args.ca_file or args.cert_file:
         args.tls = True
     try:
         return args.func(args)

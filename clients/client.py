@@ -29,6 +29,7 @@ from qarr.v1 import router_service_pb2 as pb, router_service_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 TARGET_ENV = "QARR_TARGET"  # the router address when none is passed
+TOKEN_ENV = "QARR_TOKEN"  # the bearer token when none is passed
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_MAX_RETRIES = 2
 CHANNEL_OPTIONS = (
@@ -57,14 +58,23 @@ class _Settings:
         root_certificates: bytes | None,
         token: str | None,
         max_retries: int,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
     ) -> None:
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
+        if (private_key is None) != (certificate_chain is None):
+            raise ValueError("private_key and certificate_chain go together (a client certificate for mutual TLS)")
         self.target = target or os.environ.get(TARGET_ENV) or DEFAULT_TARGET
         self.timeout = timeout
         self.max_retries = max_retries
-        self._credentials = grpc.ssl_channel_credentials(root_certificates) if tls or root_certificates else None
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        tls = tls or root_certificates is not None or certificate_chain is not None
+        self._credentials = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain) if tls else None
+        token = token if token is not None else os.environ.get(TOKEN_ENV)
+        self._metadata = (("authorization", f"Bearer {token.strip()}"),) if token and token.strip() else None
+
+    def __repr__(self) -> str:  # never the token
+        return f"{type(self).__name__}({self.target!r}, tls={self._credentials is not None}, token={'set' if self._metadata else 'none'})"
 
     def _deadline(self, timeout: float | None) -> float | None:
         timeout = self.timeout if timeout is None else timeout
@@ -102,7 +112,9 @@ class AsyncClient(_Settings):
 
     `target` is the router's HOST:PORT (default: $QARR_TARGET, else 127.0.0.1:50051);
     `timeout` is the default deadline of each call in seconds (retries included);
-    `tls`/`root_certificates` select a TLS channel; `token` is sent as a bearer token.
+    `tls` selects a TLS channel (system roots), `root_certificates` the PEM roots to trust instead;
+    `private_key`/`certificate_chain` (PEM) are the client certificate for a router that requires one
+    (mutual TLS); `token` is sent as `authorization: Bearer TOKEN` (default: $QARR_TOKEN).
     """
 
     def __init__(
@@ -114,8 +126,10 @@ class AsyncClient(_Settings):
         root_certificates: bytes | None = None,
         token: str | None = None,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
     ) -> None:
-        super().__init__(target, timeout, tls, root_certificates, token, max_retries)
+        super().__init__(target, timeout, tls, root_certificates, token, max_retries, private_key, certificate_chain)
         self._channel = (
             grpc.aio.secure_channel(self.target, self._credentials, options=CHANNEL_OPTIONS)
             if self._credentials
@@ -200,7 +214,7 @@ class AsyncClient(_Settings):
 
 
 class Client(_Settings):
-    """Blocking twin of AsyncClient: `with Client() as c: print(c.complete("Hi").text)`."""
+    """Blocking twin of AsyncClient (same options): `with Client() as c: print(c.complete("Hi").text)`."""
 
     def __init__(
         self,
@@ -211,8 +225,10 @@ class Client(_Settings):
         root_certificates: bytes | None = None,
         token: str | None = None,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
     ) -> None:
-        super().__init__(target, timeout, tls, root_certificates, token, max_retries)
+        super().__init__(target, timeout, tls, root_certificates, token, max_retries, private_key, certificate_chain)
         self._channel = (
             grpc.secure_channel(self.target, self._credentials, options=CHANNEL_OPTIONS)
             if self._credentials

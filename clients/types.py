@@ -27,6 +27,8 @@ class Chunk:
     routing_reason: str = ""
     # Tiers the router tried before one answered (last chunk only).
     attempts: int = 0
+    # The accuracy predictor that ranked the tiers (last chunk only; "" = the profiled accuracies did).
+    predictor: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,7 @@ class Completion:
     quantization: str = ""
     routing_reason: str = ""
     attempts: int = 0
+    predictor: str = ""
 
 
 @dataclass(frozen=True, slots=True)

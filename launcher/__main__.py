@@ -18,7 +18,7 @@ from pathlib import Path
 
 from launcher.process import ServerExited, local_env, router_process, stop_all, tier_process
 from launcher.supervisor import Backoff, Supervisor
-from mesh.config import MeshConfigError, load_mesh
+from mesh.config import MeshConfig, MeshConfigError, load_mesh
 
 
 class StopFlag:
@@ -43,17 +43,43 @@ def say(message: str) -> None:
     print(f"[launcher] {message}", flush=True)
 
 
-def banner(listen: str, tiers: list[str], up_s: float) -> str:
+def banner(listen: str, tiers: list[str], up_s: float, config: MeshConfig | None = None) -> str:
+    tls = config.tls if config else None
+    ca = config.upstream_tls.ca if tls and config.upstream_tls and config.upstream_tls.ca else "CA.pem"
+    qarr_flags = f" --ca-file {ca}" if tls else ""
+    grpcurl_flags = f"-cacert {ca}" if tls else "-plaintext"
+    if config is not None and config.auth is not None:
+        qarr_flags += " --token-file TOKEN_FILE"
+        grpcurl_flags += " -H \"authorization: Bearer $TOKEN\""
     return f"""
 QARR mesh is up after {up_s:.0f} s: router on {listen}, tiers {', '.join(tiers)}.
 
-  .venv/bin/qarr generate "What is the capital of France?"
-  .venv/bin/qarr tiers
-  grpcurl -plaintext {listen} list
-  grpcurl -plaintext -d '{{"messages":[{{"role":"user","content":"What is the capital of France?"}}]}}' {listen} qarr.v1.RouterService/Generate
+  .venv/bin/qarr generate{qarr_flags} "What is the capital of France?"
+  .venv/bin/qarr tiers{qarr_flags}
+  grpcurl {grpcurl_flags} {listen} list
+  grpcurl {grpcurl_flags} -d '{{"messages":[{{"role":"user","content":"What is the capital of France?"}}]}}' {listen} qarr.v1.RouterService/Generate
 
 A server that exits is restarted. Ctrl-C drains and stops the mesh.
 """
+
+
+def security_problems(config: MeshConfig) -> list[str]:
+    """What would leave a mesh this launcher runs half-locked or unable to talk: the router's side
+    (upstream_tls) and each tier's listener (serve.tls) must agree, and with auth on every tier must
+    accept only the router's certificate."""
+    up = config.upstream_tls
+    problems = []
+    for t in config.tiers:
+        tls = t.serve.tls
+        if tls is not None and up is None:
+            problems.append(f"tier {t.name} serves TLS but upstream_tls is unset: the router would call it in plaintext")
+        if tls is None and up is not None:
+            problems.append(f"upstream_tls is set but tier {t.name} serves plaintext (add serve.tls)")
+        if tls is not None and tls.require_client_cert and (up is None or up.cert is None):
+            problems.append(f"tier {t.name} requires a client certificate but upstream_tls has none for the router")
+        if config.auth is not None and not config.auth.allow_plaintext_tiers and not (tls and tls.require_client_cert):
+            problems.append(f"auth is on but tier {t.name} takes calls without the router's certificate (set serve.tls.client_ca)")
+    return problems
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,8 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopFlag()
     env = local_env()
     log = (lambda name: args.log_dir / f"{name}.log") if args.log_dir else (lambda name: None)
-    tiers = [tier_process(t, log=log(f"tier-{t.name}"), env=env) for t in config.tiers]
-    router = router_process(args.config, config, log=log("router"), env=env)
+    if problems := security_problems(config):
+        print(f"{args.config}: " + "\n  ".join(["the mesh's TLS settings do not fit together:", *problems]), file=sys.stderr)
+        return 2
+    try:
+        tiers = [tier_process(t, log=log(f"tier-{t.name}"), env=env, tls=config.upstream_tls) for t in config.tiers]
+        router = router_process(args.config, config, log=log("router"), env=env)
+    except ValueError as e:
+        print(f"{args.config}: {e}", file=sys.stderr)
+        return 2
     supervisor = Supervisor(
         stop, say, backoff=lambda: Backoff(args.restart_backoff, args.restart_backoff_max),
         start_timeout_s=args.start_timeout,
@@ -85,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in config.tiers:
             say(f"starting tier {t.name} ({t.quantization or t.serve.engine}) on {t.address}")
         if supervisor.start(tiers) and supervisor.start([router]):
-            print(banner(router.address, [t.name for t in config.tiers], time.monotonic() - started), flush=True)
+            print(banner(router.address, [t.name for t in config.tiers], time.monotonic() - started, config), flush=True)
             supervisor.run()
     except (ServerExited, TimeoutError) as e:
         say(f"the mesh did not start: {e}; see the server's log above")

@@ -31,6 +31,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mesh.config import ClientTLS
+from mesh.tls import open_channel
+
 REPO = Path(__file__).resolve().parent.parent
 # Every server started through `local_env` carries the pid of the process that started the mesh
 # (the launcher, a benchmark, pytest), so leftovers can be found even after they lost their parent.
@@ -80,9 +83,9 @@ def _in_child(parent: int) -> None:
         os._exit(1)
 
 
-def is_serving(address: str, timeout: float = 1.0, service: str = "") -> bool:
-    """One grpc.health.v1 Check: True when the server at `address` answers SERVING."""
-    with grpc.insecure_channel(address) as channel:
+def is_serving(address: str, timeout: float = 1.0, service: str = "", tls: ClientTLS | None = None) -> bool:
+    """One grpc.health.v1 Check: True when the server at `address` answers SERVING (over TLS with `tls`)."""
+    with open_channel(address, tls, aio=False) as channel:
         try:
             resp = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
         except grpc.RpcError:
@@ -105,6 +108,7 @@ class ServerProcess:
     `log`: a file the server's stdout and stderr are appended to, or None to inherit ours.
     `stop_timeout_s`: how long `stop` waits after SIGTERM before it kills the group
     (the server's drain grace plus its notice, plus a margin to stop its engine).
+    `health_address` and `tls`: where and how its health is checked (default: `address`, plaintext).
     Start it from a thread that outlives it: PR_SET_PDEATHSIG follows the starting thread.
     """
 
@@ -118,8 +122,12 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         cwd: Path = REPO,
         stop_timeout_s: float = 10.0 + SHUTDOWN_MARGIN_S,
+        health_address: str | None = None,
+        tls: ClientTLS | None = None,
     ) -> None:
         self.name = name
+        self.health_address = health_address
+        self.tls = tls
         self.argv = list(argv)
         self.address = address
         self.log = Path(log) if log else None
@@ -197,7 +205,8 @@ class ServerProcess:
         return self.returncode
 
     def is_serving(self, timeout: float = 1.0) -> bool:
-        return bool(self.address) and is_serving(self.address, timeout)
+        address = self.health_address or self.address
+        return bool(address) and is_serving(address, timeout, tls=None if self.health_address else self.tls)
 
     def wait_serving(self, timeout: float = 60.0, poll_s: float = 0.25) -> ServerProcess:
         """Wait for grpc.health.v1 SERVING. ServerExited if the process ends first; TimeoutError after
@@ -281,14 +290,17 @@ def stop_all(servers: Iterable[ServerProcess | None], timeout: float | None = No
 
 # ---------------------------------------------------------------- the mesh's servers
 
-def tier_process(spec, log: Path | None = None, env: dict[str, str] | None = None) -> ServerProcess:
-    """A tier server for one tier of the mesh file (`mesh.config.TierSpec`), not started yet."""
+def tier_process(spec, log: Path | None = None, env: dict[str, str] | None = None, tls: ClientTLS | None = None) -> ServerProcess:
+    """A tier server for one tier of the mesh file (`mesh.config.TierSpec`), not started yet. `tls`: the
+    credentials its health is checked with when it serves TLS (the mesh's upstream_tls, as the router's)."""
     from tier_server.config import tier_argv
 
     serve = spec.serve
+    health = f"{spec.host}:{serve.health_port}" if serve.health_port else None
     return ServerProcess(
         f"tier {spec.name}", [sys.executable, "-m", "tier_server", *tier_argv(spec)], spec.address, log=log, env=env,
         stop_timeout_s=serve.grace_seconds + serve.drain_notice_seconds + SHUTDOWN_MARGIN_S,
+        health_address=health, tls=(tls or ClientTLS()) if serve.tls else None,
     )
 
 
@@ -300,4 +312,16 @@ def router_process(config_path: Path | str, config, *, listen: str | None = None
     return ServerProcess(
         "router", argv, listen or config.listen, log=log, env=env,
         stop_timeout_s=config.grace_seconds + config.drain_notice_seconds + SHUTDOWN_MARGIN_S,
+        health_address=config.health_listen, tls=router_probe_tls(config),
     )
+
+
+def router_probe_tls(config) -> ClientTLS | None:
+    """How a local tool checks a TLS router's health: trusting the CA the router trusts for its tiers
+    (one CA signs both in a local mesh). A router that requires client certificates needs health_listen."""
+    if config.tls is None:
+        return None
+    if config.tls.require_client_cert and not config.health_listen:
+        raise ValueError("the router requires client certificates, so its health cannot be checked here: "
+                         "set health_listen (a plaintext health-only listener) in the mesh file")
+    return ClientTLS(ca=config.upstream_tls.ca if config.upstream_tls else None)

@@ -3,6 +3,7 @@
     listen: 127.0.0.1:50051            # router
     profiles: profiles/default.yaml
     policy: {...}  breaker: {...}  retry: {...}  observability: {...}
+    tls: {...}  upstream_tls: {...}  auth: {...}   # security, off unless set (docs/security.md)
     tiers:
       - name: bf16                     # what the router knows about the tier
         address: 127.0.0.1:50061
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mesh.observability import ObservabilityConfig
 
@@ -38,6 +39,64 @@ def default_max_tokens(prompt_tokens: int, max_model_len: int) -> int:
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class ServerTLS(Strict):
+    """TLS on a listener (the router's, or a tier's): PEM files, read at start (rotate by restarting)."""
+
+    cert: str = Field(min_length=1, description="PEM certificate chain this server presents")
+    key: str = Field(min_length=1, description="PEM private key of that certificate")
+    client_ca: str | None = Field(None, description="PEM CA bundle that signs accepted client certificates (mutual TLS)")
+    require_client_cert: bool | None = Field(
+        None, description="mutual TLS: refuse clients without a certificate signed by client_ca (default: true when client_ca is set)"
+    )
+
+    @model_validator(mode="after")
+    def _client_auth(self) -> ServerTLS:
+        if self.require_client_cert is None:
+            self.require_client_cert = self.client_ca is not None
+        if self.require_client_cert and not self.client_ca:
+            raise ValueError("require_client_cert needs client_ca (the CA that signs the client certificates)")
+        if self.client_ca and not self.require_client_cert:
+            raise ValueError("client_ca is only used with require_client_cert: true (gRPC does not check optional client certificates)")
+        return self
+
+
+class ClientTLS(Strict):
+    """TLS on the router's connections to its tiers: the CA that signed the tiers' certificates and,
+    for tiers that require one (mutual TLS), the router's own client certificate."""
+
+    ca: str | None = Field(None, description="PEM CA bundle that signs the tiers' certificates (unset: the system's roots)")
+    cert: str | None = Field(None, description="PEM client certificate chain the router presents to tiers")
+    key: str | None = Field(None, description="PEM private key of that certificate")
+    server_name: str | None = Field(None, description="name to check the tiers' certificates against instead of the address's host")
+
+    @model_validator(mode="after")
+    def _pair(self) -> ClientTLS:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together (the router's client certificate and its private key)")
+        return self
+
+
+class AuthConfig(Strict):
+    """Bearer tokens the router accepts, each naming its caller. Read at start from a file and/or an
+    environment variable (never from the command line); the values never appear in logs.
+
+    Format of both: one `caller:token` per line (the variable may also separate them with commas);
+    blank lines and lines starting with # are skipped. Every call but grpc.health.v1 needs a token."""
+
+    tokens_file: str | None = Field(None, description="file of `caller:token` lines (a Kubernetes Secret mounted as a file)")
+    tokens_env: str | None = Field(None, description="name of an environment variable holding `caller:token` entries")
+    allow_plaintext_tiers: bool = Field(
+        False, description="true: the router reaches tiers without a client certificate; only where something else "
+        "(a network policy, a private network) keeps everyone but the router away from the tiers"
+    )
+
+    @model_validator(mode="after")
+    def _some_source(self) -> AuthConfig:
+        if not self.tokens_file and not self.tokens_env:
+            raise ValueError("auth needs tokens_file or tokens_env")
+        return self
 
 
 class ServeConfig(Strict):
@@ -84,6 +143,14 @@ class ServeConfig(Strict):
         if any(not s for s in stop):
             raise ValueError("stop strings must not be empty")
         return stop
+    tls: ServerTLS | None = Field(
+        None, description="TLS on the tier's listener (unset: plaintext); with client_ca, only clients holding a "
+        "certificate signed by it (the router) may call"
+    )
+    reflection: bool = Field(True, description="serve gRPC server reflection")
+    health_port: int | None = Field(
+        None, ge=0, description="also serve grpc.health.v1 alone, plaintext, on this port (for probes that cannot do TLS)"
+    )
 
 
 class TierSpec(Strict):
@@ -196,6 +263,16 @@ class MeshConfig(Strict):
     # /metrics port, OTLP endpoint, prompt logging (docs/observability.md).
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     limits: RequestLimits = Field(default_factory=RequestLimits)
+    # Security (docs/security.md). Unset: plaintext, no tokens, which `make up` keeps on loopback.
+    tls: ServerTLS | None = None  # the router's listener
+    upstream_tls: ClientTLS | None = None  # the router's connections to tiers (unset: plaintext)
+    auth: AuthConfig | None = None  # bearer tokens on every router call but health
+    # With auth on, streams one caller (token) may have open at once; beyond it RESOURCE_EXHAUSTED
+    # (CALLER_FULL), so one caller cannot take every slot. Unset: only max_in_flight applies.
+    max_in_flight_per_caller: int | None = Field(None, gt=0)
+    reflection: bool = True  # gRPC server reflection on the router's listener (behind the token when auth is on)
+    # HOST:PORT of a plaintext listener serving grpc.health.v1 alone, for probes that cannot do TLS (Kubernetes).
+    health_listen: str | None = None
 
     @field_validator("tiers")
     @classmethod
@@ -206,6 +283,20 @@ class MeshConfig(Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"tier names must be unique, got {names}")
         return tiers
+
+    @model_validator(mode="after")
+    def _tiers_locked_when_auth(self) -> MeshConfig:
+        # A token on the router is worth little if the tiers behind it take calls from anyone.
+        locked = self.upstream_tls is not None and self.upstream_tls.cert is not None
+        if self.auth is not None and not locked and not self.auth.allow_plaintext_tiers:
+            raise ValueError(
+                "auth is on but upstream_tls has no client certificate: tiers would take calls that skip the "
+                "router's token check; set upstream_tls.cert/key and serve tiers with tls.client_ca, or say "
+                "auth.allow_plaintext_tiers: true where only the router can reach them (docs/security.md)"
+            )
+        if self.max_in_flight_per_caller is not None and self.auth is None:
+            raise ValueError("max_in_flight_per_caller needs auth: without tokens every call is the same caller")
+        return self
 
     def tier(self, name: str) -> TierSpec:
         for t in self.tiers:
@@ -248,13 +339,36 @@ def parse_mesh(data, source: str = "mesh") -> MeshConfig:
 
 
 def load_mesh(path: str | Path) -> MeshConfig:
-    """Read and validate a mesh file. A relative `profiles` path is taken relative to the file."""
+    """Read and validate a mesh file. Relative file paths in it are taken relative to the file."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as e:
         raise MeshConfigError(f"{path}: cannot read the mesh file: {e}") from None
-    config = parse_mesh(data, str(path))
-    if config.profiles and not Path(config.profiles).is_absolute():
-        config = config.model_copy(update={"profiles": str(path.parent / config.profiles)})
-    return config
+    return _relative_to(parse_mesh(data, str(path)), path.parent)
+
+
+def _relative_to(config: MeshConfig, base: Path) -> MeshConfig:
+    """Relative paths in the file (profiles, certificates, keys, tokens) are taken relative to its folder."""
+
+    def resolve(path: str | None) -> str | None:
+        return str(base / path) if path and not Path(path).is_absolute() else path
+
+    def absolute(path: str | None) -> str | None:  # secrets' paths: valid from any working directory
+        return str((base / path).absolute()) if path and not Path(path).is_absolute() else path
+
+    def files(block: BaseModel | None, *names: str) -> BaseModel | None:
+        return None if block is None else block.model_copy(update={n: absolute(getattr(block, n)) for n in names})
+
+    server = ("cert", "key", "client_ca")
+    tiers = [
+        t.model_copy(update={"serve": t.serve.model_copy(update={"tls": files(t.serve.tls, *server)})}) if t.serve.tls else t
+        for t in config.tiers
+    ]
+    return config.model_copy(update={
+        "profiles": resolve(config.profiles) or "",
+        "tls": files(config.tls, *server),
+        "upstream_tls": files(config.upstream_tls, "ca", "cert", "key"),
+        "auth": files(config.auth, "tokens_file"),
+        "tiers": tiers,
+    })

@@ -6,11 +6,14 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection as _reflection
+
+from mesh.config import ServerTLS
+from mesh.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -40,24 +43,49 @@ def install_uvloop() -> None:
 
 
 class MeshServer:
-    """A grpc.aio server with health (NOT_SERVING until `set_serving`) and reflection."""
+    """A grpc.aio server with health (NOT_SERVING until `set_serving`) and, unless turned off, reflection.
 
-    def __init__(self, service_names: Iterable[str], options=SERVER_OPTIONS) -> None:
-        self.server = grpc.aio.server(options=list(options))
+    `tls`: serve TLS (mutual TLS when it names a client CA); None: plaintext.
+    `interceptors`: grpc.aio server interceptors (the router's token check).
+    `health_address`: HOST:PORT of a second, plaintext listener that serves grpc.health.v1 alone, for
+    probes that cannot speak TLS (Kubernetes' gRPC probes); the same statuses as the main one."""
+
+    def __init__(
+        self, service_names: Iterable[str], options=SERVER_OPTIONS, *,
+        tls: ServerTLS | None = None, reflection: bool = True, interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        health_address: str | None = None,
+    ) -> None:
+        self.server = grpc.aio.server(options=list(options), interceptors=list(interceptors) or None)
         self.health = health.aio.HealthServicer()
         self.service_names = tuple(service_names)
+        self.tls = tls
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
-        )
+        if reflection:
+            _reflection.enable_server_reflection(
+                (*self.service_names, health.SERVICE_NAME, _reflection.SERVICE_NAME), self.server
+            )
         self.port = 0
+        self.health_address = health_address
+        self.health_server: grpc.aio.Server | None = None
+        self.health_port = 0
 
     async def start(self, address: str) -> int:
-        self.port = self.server.add_insecure_port(address)
+        if self.tls is not None:
+            self.port = self.server.add_secure_port(address, server_credentials(self.tls))
+        else:
+            self.port = self.server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"cannot listen on {address}")
+        if self.health_address:
+            self.health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+            self.health_port = self.health_server.add_insecure_port(self.health_address)
+            if self.health_port == 0:
+                raise OSError(f"cannot listen on {self.health_address}")
         await self.set_health(False)
         await self.server.start()
+        if self.health_server is not None:
+            await self.health_server.start()
         return self.port
 
     async def set_health(self, serving: bool) -> None:
@@ -72,6 +100,8 @@ class MeshServer:
         await self.health.enter_graceful_shutdown()
         if notice > 0:
             await asyncio.sleep(notice)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         await self.server.stop(grace)
 
 

@@ -1,4 +1,5 @@
-"""python -m profiler --mesh mesh.yaml  — measure every tier, write the profiles the router reads (see --help)."""
+"""python -m profiler --mesh mesh.yaml  — measure every tier, write the profiles the router reads, every tier's
+outcome on every eval item, and the per-request accuracy predictor trained from them (see --help)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import signal
 import sys
 from pathlib import Path
 
-from profiler.evalset import DEFAULT_EVAL_SET
+from profiler.evalset import DEFAULT_EVAL_SET, file_sha256
+from profiler.outcomes import write_outcomes
 from profiler.report import table, write_report
 from profiler.run import ProfileSettings, profile_tiers
-from profiler.tiers import read_mesh
+from profiler.tiers import read_mesh, read_tier_tls
+from profiler.train import link_predictor, train_from_files
 from router.profiles import dump_profiles, load_profiles
 
 
@@ -25,8 +28,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--report", type=Path, default=Path("profiles/REPORT.md"),
                    help="Markdown report; PNG plots go beside it (default %(default)s)")
     p.add_argument("--eval-set", type=Path, default=DEFAULT_EVAL_SET, help="JSONL eval set (default: the golden set)")
-    p.add_argument("--eval-limit", type=int, default=60, help="eval items, round-robin over categories "
-                   "(0 = all; default %(default)s)")
+    p.add_argument("--eval-limit", type=int, default=0, help="eval items, round-robin over categories "
+                   "(0 = all, which the accuracy predictor wants; default %(default)s)")
+    p.add_argument("--outcomes", type=Path, help="per-item outcomes, JSONL (default: outcomes.jsonl beside --out)")
+    p.add_argument("--predictor", type=Path, help="accuracy predictor trained from the outcomes and named in the "
+                   "profiles (default: predictor.json beside --out)")
+    p.add_argument("--no-train", action="store_true", help="write the outcomes but train no predictor (the "
+                   "router then uses each tier's profiled accuracy)")
     p.add_argument("--eval-concurrency", type=int, default=1,
                    help="eval requests in flight (1 keeps greedy output independent of batching; default %(default)s)")
     p.add_argument("--ttft-requests", type=int, default=10, help="sequential requests for TTFT (default %(default)s)")
@@ -55,16 +63,30 @@ def main(argv: list[str] | None = None) -> int:
         concurrency_levels=tuple(sorted(set([1, *args.concurrency]))), prompt_tokens=args.prompt_tokens,
         price_per_hour=args.price_per_hour, gate_points=args.gate_points, reference=args.reference,
         start_tiers=not args.running, start_timeout_s=args.start_timeout, log_dir=args.log_dir,
+        tls=read_tier_tls(args.mesh),
     )
     specs = read_mesh(args.mesh, args.tiers)
     profiles, results = profile_tiers(specs, settings)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    outcomes_path = args.outcomes or args.out.parent / "outcomes.jsonl"
+    write_outcomes((o for r in results for o in r.outcomes(args.eval_set.name, file_sha256(args.eval_set))),
+                   outcomes_path)
+    profiles.measured["outcomes"] = outcomes_path.name
     dump_profiles(profiles, args.out)
     load_profiles(args.out)  # the router must be able to read what we wrote
+    trained = ""
+    if not args.no_train:
+        predictor_path = args.predictor or args.out.parent / "predictor.json"
+        try:
+            data = train_from_files(outcomes_path, predictor_path)
+            link_predictor(args.out, predictor_path)
+            trained = f", {predictor_path} ({data.trained['items']} items, {data.trained['features']} features)"
+        except ValueError as e:  # too few items, for one
+            print(f"no accuracy predictor trained: {e}", file=sys.stderr)
     command = "python -m profiler " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     written = write_report(profiles, results, args.report, command.strip())
     print(table(profiles))
-    print(f"\nwrote {args.out}, " + ", ".join(str(p) for p in written), file=sys.stderr)
+    print(f"\nwrote {args.out}, {outcomes_path}{trained}, " + ", ".join(str(p) for p in written), file=sys.stderr)
     blocked = [n for n, t in profiles.tiers.items() if not t.routable]
     if blocked:
         print(f"not routable (eval gate): {', '.join(blocked)}", file=sys.stderr)

@@ -8,6 +8,9 @@ import time
 from dataclasses import dataclass
 
 import grpc
+
+from mesh.config import ClientTLS
+from mesh.tls import open_channel
 from qarr.v1 import common_pb2, tier_service_pb2, tier_service_pb2_grpc
 
 SEED = 1234
@@ -71,17 +74,6 @@ async def complete(stub: tier_service_pb2_grpc.TierServiceStub, prompt: str, max
     )
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolated percentile, q in [0, 100]."""
-    if not values:
-        return 0.0
-    data = sorted(values)
-    k = (len(data) - 1) * q / 100
-    lo = int(k)
-    hi = min(lo + 1, len(data) - 1)
-    return data[lo] + (data[hi] - data[lo]) * (k - lo)
-
-
 @dataclass(frozen=True)
 class Speed:
     ttft_ms_p50: float
@@ -94,9 +86,10 @@ class Speed:
 class TierProbe:
     """Measures one tier at `address`; every call is a real Generate stream."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, tls: ClientTLS | None = None) -> None:
+        """`tls`: how to reach a tier that serves TLS (the mesh's upstream_tls); None: plaintext."""
         self.address = address
-        self._channel = grpc.aio.insecure_channel(address)
+        self._channel = open_channel(address, tls)
         self.stub = tier_service_pb2_grpc.TierServiceStub(self._channel)
 
     async def close(self) -> None:

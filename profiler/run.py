@@ -9,19 +9,22 @@ import platform
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from launcher.process import is_serving, tier_process
 from profiler.cost import cost_per_million_tokens
 from profiler.evalset import DEFAULT_EVAL_SET, EvalItem, file_sha256, load_eval_set, sample
 from profiler.evaluate import EvalResult, evaluate
 from profiler.gate import apply_gate, default_reference
-from profiler.measure import Speed, TierProbe, percentile
+from profiler.measure import Speed, TierProbe
 from profiler.memory import PeakMemorySampler, pid_listening_on
-from launcher.process import is_serving, tier_process
+from mesh.config import ClientTLS
+from profiler.outcomes import Outcome
+from profiler.stats import percentile
 from profiler.tiers import TierSpec
 from profiler.tokens import tokens_per_word
 from router.profiles import SCHEMA_VERSION, Profiles, TierProfile
@@ -32,7 +35,7 @@ console = Console(stderr=True)
 @dataclass
 class ProfileSettings:
     eval_set: Path = DEFAULT_EVAL_SET
-    eval_limit: int | None = 60
+    eval_limit: int | None = None  # all items
     eval_concurrency: int = 1
     ttft_requests: int = 10
     decode_tokens: int = 64
@@ -44,6 +47,7 @@ class ProfileSettings:
     start_tiers: bool = True
     start_timeout_s: float = 300.0
     log_dir: Path = Path(".cache/profile-logs")
+    tls: ClientTLS | None = None  # the mesh's upstream_tls: tiers that serve TLS are called as the router calls them
 
     @property
     def concurrency_n(self) -> int:
@@ -58,7 +62,21 @@ class TierMeasurement:
     evals: EvalResult
     tokens_per_word: float
     start_s: float = 0.0
-    by_category: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def by_category(self) -> dict[str, float]:
+        return self.evals.by_category()
+
+    def outcomes(self, eval_set: str, eval_set_sha256: str) -> list[Outcome]:
+        """This tier's outcome on every eval item, as profiles/outcomes.jsonl stores them."""
+        return [
+            Outcome(tier=self.spec.name, item=r.item.id, category=r.item.category, prompt=r.item.prompt,
+                    correct=r.correct, prompt_tokens=r.completion.prompt_tokens,
+                    completion_tokens=r.completion.completion_tokens, ttft_ms=round(r.completion.ttft_s * 1000, 2),
+                    latency_ms=round(r.completion.total_s * 1000, 2), output=r.completion.text, eval_set=eval_set,
+                    eval_set_sha256=eval_set_sha256)
+            for r in self.evals.items
+        ]
 
 
 def _progress() -> Progress:
@@ -96,9 +114,14 @@ async def _measure_accuracy(probe: TierProbe, items: list[EvalItem], s: ProfileS
     return await evaluate(probe.stub, items, concurrency=s.eval_concurrency, on_done=lambda: progress.advance(task))
 
 
+def _tier_tls(spec: TierSpec, s: ProfileSettings) -> ClientTLS | None:
+    """How to call a tier: as the router does (upstream_tls) when it serves TLS, else plaintext."""
+    return (s.tls or ClientTLS()) if spec.serve.tls else None
+
+
 async def _measure(spec: TierSpec, items: list[EvalItem], s: ProfileSettings, progress: Progress,
                    speed: bool) -> tuple[Speed | None, EvalResult]:
-    probe = TierProbe(spec.address)
+    probe = TierProbe(spec.address, _tier_tls(spec, s))
     try:
         measured = await _measure_speed(probe, s, progress, spec.name) if speed else None
         if measured:
@@ -114,13 +137,14 @@ async def _measure(spec: TierSpec, items: list[EvalItem], s: ProfileSettings, pr
 def measure_tier(spec: TierSpec, items: list[EvalItem], s: ProfileSettings, progress: Progress,
                  speed: bool = True) -> TierMeasurement:
     """Start the tier (or use the running one), measure it while sampling its memory, stop it."""
+    tls = _tier_tls(spec, s)
     started, start_s = None, 0.0
     if s.start_tiers:
-        if is_serving(spec.address):
+        if is_serving(spec.address, tls=tls):
             raise SystemExit(f"tier {spec.name}: something already serves {spec.address}; "
                              "use --running to profile running tiers")
         console.print(f"[bold]{spec.name}[/]: starting tier server ({spec.quantization}, {spec.model})")
-        started = tier_process(spec, log=s.log_dir / f"{spec.name}.log").start()
+        started = tier_process(spec, log=s.log_dir / f"{spec.name}.log", tls=s.tls).start()
         try:
             started.wait_serving(s.start_timeout_s, poll_s=0.5)
         except BaseException:  # Ctrl-C while it starts: stop it too
@@ -130,7 +154,7 @@ def measure_tier(spec: TierSpec, items: list[EvalItem], s: ProfileSettings, prog
         pid = started.pid
         console.print(f"[bold]{spec.name}[/]: SERVING after {start_s:.0f} s")
     else:
-        if not is_serving(spec.address):
+        if not is_serving(spec.address, tls=tls):
             raise SystemExit(f"tier {spec.name}: nothing SERVING at {spec.address} (drop --running to start it)")
         pid = pid_listening_on(spec.port)
     try:
@@ -140,8 +164,7 @@ def measure_tier(spec: TierSpec, items: list[EvalItem], s: ProfileSettings, prog
         if started:
             started.stop()
     return TierMeasurement(spec=spec, speed=sp, peak_memory_bytes=mem.peak_bytes, evals=evals,
-                           tokens_per_word=_tokens_per_word(spec.model), start_s=start_s,
-                           by_category=evals.by_category(items))
+                           tokens_per_word=_tokens_per_word(spec.model), start_s=start_s)
 
 
 def _tokens_per_word(model: str) -> float:

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mesh.config import MeshConfigError, TierSpec, load_mesh
+from mesh.config import ClientTLS, MeshConfigError, TierSpec, load_mesh
 
-__all__ = ["TierSpec", "read_mesh"]
+__all__ = ["TierSpec", "read_mesh", "read_tier_tls"]
+
+
+def read_tier_tls(path: str | Path) -> ClientTLS | None:
+    """How the mesh file's router reaches its tiers (upstream_tls): the profiler calls them the same way."""
+    try:
+        return load_mesh(path).upstream_tls
+    except MeshConfigError as e:
+        raise SystemExit(str(e)) from None
 
 
 def read_mesh(path: str | Path, only: list[str] | None = None) -> list[TierSpec]:

@@ -50,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         obs = ObservabilityConfig.model_validate({**config.observability.model_dump(), **overrides})
         config = config.model_copy(update={"observability": obs})
     install_uvloop()
-    asyncio.run(serve(config, profiles, args.config))
+    try:
+        asyncio.run(serve(config, profiles, args.config))
+    except MeshConfigError as e:  # a certificate, key or tokens file that cannot be used
+        print(e, file=sys.stderr)
+        return 2
     return 0
 
 

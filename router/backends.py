@@ -22,6 +22,7 @@ from qarr.v1 import common_pb2, tier_service_pb2, tier_service_pb2_grpc
 from router.breaker import Breaker
 from router.choose import LiveState
 from mesh.config import BreakerConfig, MeshConfig, TierSpec
+from mesh.tls import open_channel
 
 log = logging.getLogger("qarr.router")
 
@@ -44,6 +45,11 @@ def channel_options(config: MeshConfig) -> tuple:
     return (*CHANNEL_OPTIONS, ("grpc.initial_reconnect_backoff_ms", min(200, backoff_ms)), ("grpc.max_reconnect_backoff_ms", backoff_ms))
 
 
+def tier_channel(address: str, config: MeshConfig) -> grpc.aio.Channel:
+    """The router's channel to a tier: TLS (mutual when upstream_tls has a client certificate) or plaintext."""
+    return open_channel(address, config.upstream_tls, channel_options(config))
+
+
 def new_breaker(config: BreakerConfig, clock: Callable[[], float]) -> Breaker:
     return Breaker(clock, config.failure_threshold, config.open_base_s, config.open_max_s, config.half_open_probes)
 
@@ -55,7 +61,7 @@ class Backend:
         self.spec = spec
         self.name = spec.name
         self.config = config
-        self.channel = grpc.aio.insecure_channel(spec.address, options=channel_options(config))
+        self.channel = tier_channel(spec.address, config)
         # Bytes in, bytes out: the router forwards request and chunks without re-encoding.
         self.generate = self.channel.unary_stream("/qarr.v1.TierService/Generate")
         self.tier_stub = tier_service_pb2_grpc.TierServiceStub(self.channel)

@@ -5,9 +5,11 @@ counts, prompt token counts) and passes them in. Four stages, in order:
 
 1. eligibility  - healthy, breaker lets traffic through, room for one more stream,
                   prompt tokens + max_tokens fit the context. A pinned tier wins when eligible.
-2. constraints  - predicted latency within the budget, profiled accuracy at least the floor.
+2. constraints  - predicted latency within the budget, accuracy at least the floor.
 3. utility      - rank what meets both by accuracy - latency - cost (weights from config);
                   when nothing meets them, fall back to the most accurate eligible tier.
+   "Accuracy" is the request's predicted P(correct) on the tier when the caller passes one
+   (RequestView.accuracy, from router/predictor.py), else the tier's profiled accuracy.
 4. live pressure - a tier whose KV cache is past the threshold moves behind the tiers with headroom.
 
 Every candidate carries the reason it is where it is; the relay tries them in order.
@@ -42,6 +44,9 @@ class RequestView:
     latency_budget_ms: float = 0.0  # 0: the class default
     min_accuracy: float | None = None  # None: the class default
     complexity: str = "balanced"  # fast | balanced | precise (router/classify.py)
+    # Predicted P(correct) per tier name for this request (router/predictor.py). None, or a tier
+    # missing from it: the tier's profiled (constant) accuracy.
+    accuracy: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +83,12 @@ def choose_tier(
     predicted = {t.name: predict_ms(profiles.get(t.name), live_state[t.name], request, t) for t in eligible}
     meeting = [
         t for t in eligible
-        if predicted[t.name] is not None and predicted[t.name] <= budget and profiles[t.name].accuracy >= floor
+        if predicted[t.name] is not None and predicted[t.name] <= budget
+        and _accuracy(profiles, t.name, request.accuracy) >= floor
     ]
-    ranked = _by_utility(meeting, profiles, predicted, policy)
+    ranked = _by_utility(meeting, profiles, predicted, policy, request.accuracy)
     met = {t.name for t in meeting}
-    rest = sorted((t for t in eligible if t.name not in met), key=lambda t: -_accuracy(profiles, t.name))
+    rest = sorted((t for t in eligible if t.name not in met), key=lambda t: -_accuracy(profiles, t.name, request.accuracy))
     candidates = [Candidate(t.name, BEST if i == 0 else NEXT_BEST, predicted[t.name]) for i, t in enumerate(ranked)]
     candidates += [Candidate(t.name, FALLBACK, predicted[t.name]) for t in rest]
     return _divert_pressure(candidates, live_state, policy.kv_pressure_threshold)
@@ -177,11 +183,11 @@ def predict_ms(profile: TierProfile | None, live: LiveState, request: RequestVie
     return profile.ttft_ms_p50 * (1 + live.waiting) + prefill + max_tokens / per_stream * 1000
 
 
-def _by_utility(tiers, profiles, predicted, policy: PolicyConfig) -> list[TierSpec]:
+def _by_utility(tiers, profiles, predicted, policy: PolicyConfig, accuracy: Mapping[str, float] | None) -> list[TierSpec]:
     def utility(t: TierSpec) -> float:
         p = profiles[t.name]
         return (
-            policy.accuracy_weight * p.accuracy
+            policy.accuracy_weight * _accuracy(profiles, t.name, accuracy)
             - policy.latency_weight * predicted[t.name] / 1000
             - policy.cost_weight * p.cost_per_million_tokens
         )
@@ -189,9 +195,14 @@ def _by_utility(tiers, profiles, predicted, policy: PolicyConfig) -> list[TierSp
     return sorted(tiers, key=utility, reverse=True)
 
 
-def _accuracy(profiles, name: str) -> float:
-    p = profiles.get(name)
-    return p.accuracy if p is not None else -1.0
+def _accuracy(profiles, name: str, predicted: Mapping[str, float] | None = None) -> float:
+    """The request's predicted accuracy on the tier when there is one, else the profiled one (-1: unknown)."""
+    if predicted is not None:
+        p = predicted.get(name)
+        if p is not None:
+            return p
+    profile = profiles.get(name)
+    return profile.accuracy if profile is not None else -1.0
 
 
 def _divert_pressure(candidates: list[Candidate], live_state, threshold: float) -> list[Candidate]:

@@ -32,7 +32,7 @@ from router.backends import BackendPool
 from router.breaker import State
 from router.choose import Candidate, RequestView, choose_tier
 from router.classify import Signals, classify
-from router.errors import Overloaded, RouteError, StreamInterrupted
+from router.errors import CallerBusy, Overloaded, RouteError, StreamInterrupted
 from router.profiles import Profiles, TierProfile
 from router.request import parse_request
 from router.retry_budget import RetryBudget
@@ -53,6 +53,7 @@ class Call:
 
     time_remaining: Callable[[], float | None] = _no_deadline  # seconds to the caller's deadline; None: none
     metadata: Callable[[], Sequence | None] | None = None  # the incoming metadata (trace parent), read only when tracing
+    caller: str = ""  # who is calling, as the door's token check named it ("" when auth is off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +82,8 @@ class Router:
         self.tokens = TokenCounter()
         self.in_flight = 0
         self._peak_in_flight = 0  # highest in_flight since take_peak_in_flight() was last called
-        self._trailers: dict[tuple[str, str, int], bytes] = {}
+        self.in_flight_by_caller: dict[str, int] = {}  # only callers counted against max_in_flight_per_caller
+        self._trailers: dict[tuple[str, str, int, str], bytes] = {}
 
     async def apply(self, config: MeshConfig, profiles: Profiles) -> None:
         """Switch to a new config and profiles (hot reload); streams in flight keep their tier."""
@@ -89,6 +91,7 @@ class Router:
         self.config, self.profiles = config, profiles
         self.telemetry.prices = prices_from(config.tiers, profiles)
         self.budget.configure(config.retry.budget_ratio, config.retry.budget_burst)
+        self._trailers = {}  # they name the accuracy predictor in force
         await self.pool.retire(gone)
 
     def take_peak_in_flight(self) -> int:
@@ -99,6 +102,11 @@ class Router:
     def ready(self) -> bool:
         """Some tier is SERVING and its breaker lets traffic through: the router can serve a request now."""
         return any(b.serving and b.breaker.state is not State.OPEN for b in self.pool.backends.values())
+
+    def predictor(self) -> str:
+        """The id of the accuracy predictor in force ("" when the tiers' profiled accuracy ranks them)."""
+        predictor = self.profiles.accuracy_predictor
+        return predictor.id if predictor is not None else ""
 
     def tiers(self) -> list[TierState]:
         return [
@@ -117,27 +125,24 @@ class Router:
         status = "CANCELLED"  # unless an outcome is reached: the caller went away (or its deadline passed)
         error: RouteError | None = None
         last = b""
-        admitted = self.in_flight < self.config.max_in_flight
-        if admitted:
-            self.in_flight += 1
-            if self.in_flight > self._peak_in_flight:
-                self._peak_in_flight = self.in_flight
+        refused, counted_as = self._admit(call.caller)
         try:
-            if not admitted:
-                raise Overloaded(f"router is at its limit of {self.config.max_in_flight} concurrent streams; retry later")
+            if refused is not None:
+                raise refused
             request = parse_request(raw, self.config.limits)
             request_id = request.request_id
             if not request_id:
                 request_id = uuid.uuid4().hex
                 raw += pb.GenerateRequest(request_id=request_id).SerializeToString()
             rq = self.telemetry.request_started(request_id, request, started, call.metadata)
+            rq.caller = call.caller
             self.budget.on_request()
-            candidates = await self._choose(request)
+            candidates, predictor = await self._choose(request)
             up = await open_upstream(
                 raw, candidates, self.pool.backends, self.budget, self.config.retry, call.time_remaining, rq.routed
             )
             backend, candidate = up.backend, up.candidate
-            trailer = self._trailer(backend.name, candidate.reason, up.attempts)
+            trailer = self._trailer(backend.name, candidate.reason, up.attempts, predictor)
             last = up.first
             code = None
             try:
@@ -157,7 +162,7 @@ class Router:
                 code = e.code()
                 # Text already reached the caller: no retry. Say how much was delivered.
                 delivered = pb.GenerateResponse.FromString(last).generated_tokens
-                yield self._error_message(delivered, candidate, backend.name, up.attempts)
+                yield self._error_message(delivered, candidate, backend.name, up.attempts, predictor)
                 raise StreamInterrupted(
                     f"tier {backend.name} failed after {delivered} tokens: {(e.details() or code.name)[:256]}",
                     code.name, delivered, tier=backend.name,
@@ -171,23 +176,54 @@ class Router:
             status, error = e.code, e
             raise
         finally:
-            if admitted:
-                self.in_flight -= 1
+            if refused is None:
+                self._release(counted_as)
             if status == "CANCELLED":
                 remaining = call.time_remaining()
                 if remaining is not None and remaining <= 0:
                     status = "DEADLINE_EXCEEDED"
             if rq is None:
                 rq = self.telemetry.request_started("", None, started, call.metadata)
+                rq.caller = call.caller
             rq.finished(status, last, error)
 
-    async def _choose(self, request: pb.GenerateRequest) -> list[Candidate]:
-        view = await self._view(request)
-        live = {name: b.live() for name, b in self.pool.backends.items()}
-        return choose_tier(view, self.config.tiers, self.profiles.tiers, live, self.config.policy)
+    def _admit(self, caller: str) -> tuple[Overloaded | None, str | None]:
+        """Admission: the router's stream limit, then the caller's (when one is set and the door named a
+        caller). Returns the refusal, or None and the caller counted against its limit (None: not counted)."""
+        config = self.config
+        if self.in_flight >= config.max_in_flight:
+            return Overloaded(f"router is at its limit of {config.max_in_flight} concurrent streams; retry later"), None
+        limit = config.max_in_flight_per_caller
+        counted_as = None
+        if caller and limit is not None:
+            held = self.in_flight_by_caller.get(caller, 0)
+            if held >= limit:
+                return CallerBusy(f"caller {caller} already has {limit} streams open, its limit; retry when one ends"), None
+            self.in_flight_by_caller[caller] = held + 1
+            counted_as = caller
+        self.in_flight += 1
+        if self.in_flight > self._peak_in_flight:
+            self._peak_in_flight = self.in_flight
+        return None, counted_as
 
-    async def _view(self, request: pb.GenerateRequest) -> RequestView:
-        """The request as choose_tier sees it. Tokenizes (off the event loop) only for tiers the byte bound cannot clear."""
+    def _release(self, counted_as: str | None) -> None:
+        self.in_flight -= 1
+        if counted_as is not None:
+            left = self.in_flight_by_caller[counted_as] - 1
+            if left:
+                self.in_flight_by_caller[counted_as] = left
+            else:
+                del self.in_flight_by_caller[counted_as]
+
+    async def _choose(self, request: pb.GenerateRequest) -> tuple[list[Candidate], str]:
+        """Candidates, and the id of the accuracy predictor that ranked them ("" when none did)."""
+        view, predictor = await self._view(request)
+        live = {name: b.live() for name, b in self.pool.backends.items()}
+        return choose_tier(view, self.config.tiers, self.profiles.tiers, live, self.config.policy), predictor
+
+    async def _view(self, request: pb.GenerateRequest) -> tuple[RequestView, str]:
+        """The request as choose_tier sees it, and the id of the accuracy predictor that estimated its accuracy
+        per tier ("" when none). Tokenizes (off the event loop) only for tiers the byte bound cannot clear."""
         sampling = request.sampling
         max_tokens = sampling.max_tokens if sampling.HasField("max_tokens") else None
         contents = [m.content for m in request.messages]
@@ -208,7 +244,9 @@ class Router:
         text = request.prompt or (contents[-1] if contents else "")
         temperature = sampling.temperature if sampling.HasField("temperature") else None
         expected = max_tokens if max_tokens is not None else DEFAULT_MAX_TOKENS
-        return RequestView(
+        predictor = self.profiles.accuracy_predictor
+        accuracy = predictor.predict(text) if predictor is not None and not routing.tier else None
+        view = RequestView(
             max_tokens=max_tokens,
             prompt_tokens=prompt_tokens,
             prompt_bytes=bound,
@@ -216,18 +254,22 @@ class Router:
             latency_budget_ms=routing.latency_budget_ms,
             min_accuracy=min_accuracy,
             complexity=classify(Signals(text, bound, expected, temperature)),
+            accuracy=accuracy,
         )
+        return view, (predictor.id if accuracy is not None else "")
 
-    def _trailer(self, tier: str, reason: str, attempts: int) -> bytes:
-        key = (tier, reason, attempts)
+    def _trailer(self, tier: str, reason: str, attempts: int, predictor: str) -> bytes:
+        key = (tier, reason, attempts, predictor)
         trailer = self._trailers.get(key)
         if trailer is None:
-            trailer = pb.GenerateResponse(tier=tier, routing_reason=reason, attempts=attempts).SerializeToString()
+            trailer = pb.GenerateResponse(
+                tier=tier, routing_reason=reason, attempts=attempts, predictor=predictor
+            ).SerializeToString()
             self._trailers[key] = trailer
         return trailer
 
     @staticmethod
-    def _error_message(delivered: int, candidate: Candidate, tier: str, attempts: int) -> bytes:
+    def _error_message(delivered: int, candidate: Candidate, tier: str, attempts: int, predictor: str) -> bytes:
         return pb.GenerateResponse(
             finish_reason=common_pb2.FINISH_REASON_ERROR,
             usage=common_pb2.Usage(completion_tokens=delivered),
@@ -235,4 +277,5 @@ class Router:
             tier=tier,
             routing_reason=candidate.reason,
             attempts=attempts,
+            predictor=predictor,
         ).SerializeToString()

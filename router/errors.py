@@ -10,6 +10,7 @@ canonical status (google.rpc.Code name) that metrics and logs use on every trans
     ├── InvalidRequest        the caller must change the request (bad field, prompt too long)
     │   └── UnknownTier       a pinned tier name the router does not know
     ├── Overloaded            admission refused it; retrying later may succeed
+    │   ├── CallerBusy        this caller already has its limit of streams open (max_in_flight_per_caller)
     │   └── TiersBusy         every tier that could serve it is at its stream limit
     ├── NoTierAvailable       no tier that could serve it is healthy now
     ├── UpstreamFailed        the tier(s) failed before the first message, after the router's retries
@@ -53,6 +54,15 @@ class Overloaded(RouteError):
     def __init__(self, message: str, reason: str | None = None, retry_after_s: float = 0.1, **info: str) -> None:
         super().__init__(message, reason, **info)
         self.retry_after_s = retry_after_s
+
+
+class CallerBusy(Overloaded):
+    """The caller (its token) already holds max_in_flight_per_caller streams: others keep their share."""
+
+    reason = "CALLER_FULL"
+
+    def __init__(self, message: str, reason: str | None = None, retry_after_s: float = 0.5, **info: str) -> None:
+        super().__init__(message, reason, retry_after_s, **info)
 
 
 class TiersBusy(Overloaded):

@@ -11,6 +11,7 @@ import grpc
 
 from mesh.status import abort
 from qarr.v1 import router_service_pb2 as pb
+from router.auth import current_caller
 from router.breaker import State
 from router.core import Call, Router
 from router.errors import Overloaded, RouteError
@@ -39,7 +40,7 @@ class RouterService:
         self.router = router
 
     async def Generate(self, raw: bytes, context: grpc.aio.ServicerContext):
-        stream = self.router.route(raw, Call(context.time_remaining, context.invocation_metadata))
+        stream = self.router.route(raw, Call(context.time_remaining, context.invocation_metadata, current_caller()))
         try:
             async for chunk in stream:
                 yield chunk
@@ -66,7 +67,7 @@ class RouterService:
                     breaker=BREAKER[t.breaker], load=t.load, profile=profile,
                 )
             )
-        return pb.ListTiersResponse(tiers=tiers)
+        return pb.ListTiersResponse(tiers=tiers, predictor=self.router.predictor())
 
 
 def handlers(service: RouterService) -> grpc.GenericRpcHandler:

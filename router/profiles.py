@@ -19,6 +19,11 @@ Schema version 1:
         cost_per_million_tokens: 0.12
         routable: true
         not_routable_reason: ""
+    predictor: predictor.json      # optional: per-request accuracy predictor (router/predictor.py), beside this file
+
+With a predictor, the router ranks tiers by each request's predicted accuracy instead of the
+profiled constant. It is loaded (and checked against the eval set the profiles were measured
+on) with the profiles, so a reload applies both or neither.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
+
+from router.predictor import AccuracyPredictor, load_predictor
 
 SCHEMA_VERSION = 1
 
@@ -50,15 +57,51 @@ class Profiles(BaseModel):
     version: int = SCHEMA_VERSION
     measured: dict[str, str] = Field(default_factory=dict)
     tiers: dict[str, TierProfile] = Field(default_factory=dict)
+    # Accuracy predictor file, relative to this file; "" = every tier's profiled accuracy.
+    predictor: str = ""
+    _predictor: AccuracyPredictor | None = PrivateAttr(None)
+    _predictor_path: Path | None = PrivateAttr(None)
+
+    @property
+    def accuracy_predictor(self) -> AccuracyPredictor | None:
+        """The loaded predictor the profiles name, or None."""
+        return self._predictor
+
+    @property
+    def predictor_path(self) -> Path | None:
+        return self._predictor_path
+
+
+def _eval_sha(measured: dict[str, str]) -> str:
+    """The hex digest (or its prefix) in `measured.eval_set`, e.g. "golden.jsonl sha256:3f6c832cf4ad9007"."""
+    _, _, sha = measured.get("eval_set", "").partition("sha256:")
+    return sha.strip()
 
 
 def load_profiles(path: str | Path) -> Profiles:
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    """The profiles file and the predictor it names; ValueError when either is invalid or they disagree
+    on the eval set (a predictor trained on other items than the profiles measured)."""
+    path = Path(path)
+    data = yaml.safe_load(path.read_text()) or {}
     profiles = Profiles.model_validate(data)
     if profiles.version != SCHEMA_VERSION:
         raise ValueError(f"{path}: profiles schema version {profiles.version}, this router reads {SCHEMA_VERSION}")
+    if profiles.predictor:
+        where = Path(profiles.predictor)
+        where = where if where.is_absolute() else path.parent / where
+        predictor = load_predictor(where)
+        measured = _eval_sha(profiles.measured)
+        if measured and predictor.eval_set_sha256 and not predictor.eval_set_sha256.startswith(measured):
+            raise ValueError(
+                f"{path}: predictor {where} was trained on eval set sha256:{predictor.eval_set_sha256[:16]}, "
+                f"the profiles were measured on sha256:{measured}; re-run qarr train-router"
+            )
+        profiles._predictor, profiles._predictor_path = predictor, where
     return profiles
 
 
 def dump_profiles(profiles: Profiles, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(profiles.model_dump(), sort_keys=False))
+    data = profiles.model_dump()
+    if not data["predictor"]:
+        del data["predictor"]
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))

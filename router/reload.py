@@ -1,4 +1,5 @@
-"""Hot reload: poll the config and profiles files' mtimes; apply a good edit, keep the last good one otherwise."""
+"""Hot reload: poll the mtimes of the config file, the profiles file and the accuracy predictor the profiles
+name; apply a good edit, keep the last good one otherwise."""
 
 from __future__ import annotations
 
@@ -34,9 +35,11 @@ def _stamp(path: str | Path | None) -> tuple[int, int] | None:
 
 
 class Reloader:
-    def __init__(self, config_path: str | Path, profiles_path: str, apply: Apply, interval_s: float = 0.5) -> None:
+    def __init__(self, config_path: str | Path, profiles_path: str, apply: Apply, interval_s: float = 0.5,
+                 predictor_path: str | Path | None = None) -> None:
         self.config_path = config_path
         self.profiles_path = profiles_path
+        self.predictor_path = predictor_path
         self.apply = apply
         self.interval_s = interval_s
         self._seen = self._stamps()
@@ -44,7 +47,7 @@ class Reloader:
         self.rejected = 0  # broken edits kept out
 
     def _stamps(self):
-        return _stamp(self.config_path), _stamp(self.profiles_path)
+        return _stamp(self.config_path), _stamp(self.profiles_path), _stamp(self.predictor_path)
 
     async def run(self) -> None:
         while True:
@@ -61,7 +64,10 @@ class Reloader:
                 continue
             await self.apply(config, profiles)
             self.profiles_path = config.profiles
+            self.predictor_path = profiles.predictor_path
             self.interval_s = config.reload_interval_s
             self._seen = self._stamps()
             self.reloads += 1
-            log.info("config reloaded from %s (profiles %s)", self.config_path, config.profiles or "none")
+            predictor = profiles.accuracy_predictor
+            log.info("config reloaded from %s (profiles %s, accuracy predictor %s)", self.config_path,
+                     config.profiles or "none", predictor.id if predictor else "none")

@@ -10,6 +10,7 @@ from pathlib import Path
 from mesh.memory import release_after_spikes
 from mesh.server import MeshServer
 from qarr.v1 import router_service_pb2
+from router.auth import TokenInterceptor, TokenVerifier
 from router.backends import BackendPool
 from mesh.config import MeshConfig
 from router.profiles import Profiles
@@ -20,6 +21,8 @@ from router.telemetry import RouterTelemetry, prices_from
 from mesh.observability import MetricsServer, start_metrics_server
 
 log = logging.getLogger("qarr.router")
+# Settings a hot reload does not change (the listener and credentials are set up once, at start).
+RESTART_ONLY = ("listen", "tls", "upstream_tls", "auth", "reflection", "health_listen")
 SERVICE = router_service_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
 
 
@@ -43,10 +46,15 @@ class RouterServer:
         self.metrics: MetricsServer | None = None
         self._pool_mirror: asyncio.Task | None = None
         self.router = Router(self.pool, config, profiles, self.telemetry)
-        self.mesh = MeshServer([SERVICE])
+        # Security (docs/security.md): tokens and certificates are read here, once.
+        self.verifier = TokenVerifier.from_config(config.auth) if config.auth is not None else None
+        interceptors = [TokenInterceptor(self.verifier)] if self.verifier is not None else []
+        self.mesh = MeshServer([SERVICE], tls=config.tls, reflection=config.reflection, interceptors=interceptors,
+                               health_address=config.health_listen)
         self.mesh.server.add_generic_rpc_handlers((handlers(RouterService(self.router)),))
         self.reloader = (
-            Reloader(config_path, config.profiles, self.router.apply, config.reload_interval_s) if config_path else None
+            Reloader(config_path, config.profiles, self._apply, config.reload_interval_s, profiles.predictor_path)
+            if config_path else None
         )
         self._reload_task: asyncio.Task | None = None
         self._readiness_task: asyncio.Task | None = None
@@ -70,6 +78,15 @@ class RouterServer:
         )
         log.info("router listening on port %d with tiers %s", port, list(self.pool.backends))
         return port
+
+    async def _apply(self, config: MeshConfig, profiles: Profiles) -> None:
+        """A reloaded config, less what only a restart changes: the listener, its TLS and tokens, the
+        tiers' TLS (kept as they started, with a warning when the file says otherwise)."""
+        running = {key: getattr(self.config, key) for key in RESTART_ONLY}
+        changed = [key for key, value in running.items() if getattr(config, key) != value]
+        if changed:
+            log.warning("config reload: %s change only on restart; keeping the running ones", ", ".join(changed))
+        await self.router.apply(config.model_copy(update=running), profiles)
 
     async def _follow_readiness(self) -> None:
         """Health SERVING only while some tier can take a request (router.ready()); re-checked on every

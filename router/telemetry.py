@@ -189,12 +189,13 @@ class RouterTelemetry:
 class RouterRequest:
     """One Generate call as the telemetry sees it. Created once per request; never touched per chunk."""
 
-    __slots__ = ("t", "request_id", "request", "started", "ttft", "tier", "reason", "attempts", "retried", "budget_s", "span", "attempt_span")
+    __slots__ = ("t", "request_id", "request", "caller", "started", "ttft", "tier", "reason", "attempts", "retried", "budget_s", "span", "attempt_span")
 
     def __init__(self, t: RouterTelemetry, request_id: str, request, started: float, metadata) -> None:
         self.t = t
         self.request_id = request_id
         self.request = request
+        self.caller = ""  # the door's caller (auth on), for the log line
         self.started = started
         self.ttft: float | None = None
         self.tier = NO_TIER
@@ -302,6 +303,8 @@ class RouterRequest:
                 "ttft_ms": round(self.ttft * 1000, 1) if self.ttft is not None else None,
                 "total_ms": round(total * 1000, 1),
             }
+            if self.caller:
+                fields["caller"] = self.caller
             if self.retried:
                 fields["retried"] = self.retried
             if error is not None:

@@ -24,9 +24,14 @@ class Proc:
     cmdline: str
 
     @property
+    def is_engine(self) -> bool:
+        """VLLM::EngineCore or VLLM::Worker (the kernel's name is cut at 15 characters; the command line is not)."""
+        return self.cmdline.startswith(ENGINE_PREFIX)
+
+    @property
     def is_mesh_server(self) -> bool:
         args = self.cmdline.split()
-        return self.name.startswith(ENGINE_PREFIX) or self.cmdline.startswith(ENGINE_PREFIX) or any(
+        return self.is_engine or any(
             args[i] == "-m" and args[i + 1] in SERVER_MODULES for i in range(len(args) - 1)
         )
 

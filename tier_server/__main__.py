@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from mesh.config import MeshConfigError
 from mesh.observability import configure_logging
 from mesh.server import install_uvloop, stop_event_on_signals
 from tier_server.config import TierConfig, load_tier_config
@@ -55,6 +56,8 @@ async def serve(cfg: TierConfig) -> int:
             max_messages=cfg.max_messages,
         ),
         prompt_format=PromptFormat(cfg.prompt_template, tuple(cfg.stop)),
+        tls=cfg.tls, reflection=cfg.reflection,
+        health_address=f"{cfg.host}:{cfg.health_port}" if cfg.health_port is not None else None,
     )
     await server.start(f"{cfg.host}:{cfg.port}")
     log = logging.getLogger("qarr.tier")
@@ -81,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     if cfg.engine == "fake":
         install_uvloop()
-    return asyncio.run(serve(cfg))
+    try:
+        return asyncio.run(serve(cfg))
+    except MeshConfigError as e:  # a certificate or key file that cannot be used
+        print(e, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

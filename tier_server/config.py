@@ -1,5 +1,7 @@
 """Tier server configuration: CLI flags, with QARR_TIER_* environment variables as defaults.
 
+Nested settings take dotted flags or `__` in the variable: `--tls.cert FILE` or QARR_TIER_TLS__CERT=FILE.
+
 The engine settings are the mesh file's `serve` block (mesh.config.ServeConfig);
 the launcher turns a tier's entry of the mesh file into these flags (`tier_argv`).
 """
@@ -15,7 +17,8 @@ from mesh.config import ServeConfig, TierSpec
 
 
 class TierConfig(BaseSettings, ServeConfig):
-    model_config = SettingsConfigDict(env_prefix="QARR_TIER_", cli_prog_name="qarr-tier", cli_kebab_case=True, extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="QARR_TIER_", cli_prog_name="qarr-tier", cli_kebab_case=True, extra="forbid",
+                                      env_nested_delimiter="__")
 
     name: str = Field("default", description="tier name the router knows this server by")
     model: str = Field(".cache/models/smollm2-135m-instruct", description="model folder (or hub id where reachable)")
@@ -55,6 +58,8 @@ def tier_argv(spec: TierSpec) -> list[str]:
     argv = ["--name", spec.name, "--model", spec.model, "--quantization", spec.quantization,
             "--host", spec.host, "--port", str(spec.port), "--max-model-len", str(spec.max_model_len)]
     for key, value in spec.serve.model_dump(exclude_unset=True).items():
-        if value is not None:
+        if isinstance(value, dict):  # a nested block (tls): --tls.cert FILE ...
+            argv += [arg for sub, v in value.items() if v is not None for arg in (f"--{key}.{sub.replace('_', '-')}", str(v))]
+        elif value is not None:
             argv += [f"--{key.replace('_', '-')}", json.dumps(value) if isinstance(value, list) else str(value)]
     return argv

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 
+from mesh.config import ServerTLS
 from mesh.observability import MetricsServer, start_metrics_server
 from mesh.server import SERVER_OPTIONS, MeshServer
 from tier_server.engine import Engine, Sampling
@@ -21,13 +22,19 @@ class TierServer:
     def __init__(
         self, engine: Engine, name: str, quantization: str, *,
         metrics_host: str = "127.0.0.1", metrics_port: int | None = None, tracer_provider=None,
+        tls: ServerTLS | None = None, reflection: bool = True, health_address: str | None = None,
         limits: Limits | None = None, prompt_format: PromptFormat | None = None,
     ) -> None:
+        """`tls`: TLS on the listener; with a client CA only callers holding a certificate it signed
+        (the router) get through the handshake. None: plaintext."""
         self.engine = engine
         self.name = name
         limits = limits if limits is not None else Limits.for_tier(engine.info.max_model_len)
         # Larger messages are refused by gRPC (RESOURCE_EXHAUSTED) before any of our code runs.
-        self.mesh = MeshServer([SERVICE], options=(*SERVER_OPTIONS, ("grpc.max_receive_message_length", limits.max_request_bytes)))
+        self.mesh = MeshServer(
+            [SERVICE], options=(*SERVER_OPTIONS, ("grpc.max_receive_message_length", limits.max_request_bytes)),
+            tls=tls, reflection=reflection, health_address=health_address,
+        )
         # Observability: /metrics on its own port when metrics_port is set (0 = any free port).
         self.tracer_provider = tracer_provider
         tracer = tracer_provider.get_tracer("qarr.tier") if tracer_provider is not None else None

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 
+import yaml
 
 from bench.__main__ import main
-from bench.evalset import builtin_items, parse_item
-from bench.harness import fit_line, pct, rotated, table
+from bench.harness import fit_line, rotated, table
+from profiler.evalset import file_sha256
+from profiler.outcomes import Outcome, examples, load_outcomes, write_outcomes
+from profiler.stats import percentile
+from profiler.train import folds_of
 
 
 def _result(out) -> dict:
@@ -56,39 +60,43 @@ def test_bench_meshes_are_valid_mesh_files():
 
 
 def test_routing_smoke(tmp_path):
-    """routing runs pinned and routed arms over a fake two-tier mesh and reports ratios."""
+    """routing runs pinned and routed arms over a fake two-tier mesh, the routed one with a predictor trained on
+    the outcomes outside the held-out fold, and serves only held-out items."""
+    rows = [{"id": f"q{i}", "category": "c", "prompt": f"Say alpha ({i}).", "answer": "alpha", "scoring": "contains"}
+            for i in range(30)]
+    eval_set = tmp_path / "mine.jsonl"
+    eval_set.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sha = file_sha256(eval_set)
+    write_outcomes([Outcome(tier=t, item=r["id"], prompt=r["prompt"], correct=t == "big" or i % 2 == 0,
+                            prompt_tokens=5, completion_tokens=3, ttft_ms=1, latency_ms=2, eval_set="mine.jsonl",
+                            eval_set_sha256=sha) for i, r in enumerate(rows) for t in ("big", "small")],
+                   tmp_path / "outcomes.jsonl")
+    prof = {"ttft_ms_p50": 5, "decode_tps_c1": 100, "cost_per_million_tokens": 1.0}
+    (tmp_path / "profiles.yaml").write_text(yaml.safe_dump({
+        "version": 1, "measured": {"eval_set": f"mine.jsonl sha256:{sha[:16]}"},
+        "tiers": {"big": {**prof, "accuracy": 1.0}, "small": {**prof, "accuracy": 0.5}}}))
     mesh = tmp_path / "mesh.yaml"
     mesh.write_text(
         "tiers:\n"
         "  - {name: big, address: '127.0.0.1:0', model: fake, quantization: bf16, serve: {engine: fake}}\n"
         "  - {name: small, address: '127.0.0.1:0', model: fake, quantization: w4a16, serve: {engine: fake}}\n"
     )
-    main(["routing", "--out", str(tmp_path), "--mesh", str(mesh), "--rate", "50", "--requests", "6", "--rounds", "1",
-          "--simple-max-tokens", "3", "--complex-max-tokens", "5"])
-    stats = _result(tmp_path)["stats"]
+    main(["routing", "--out", str(tmp_path / "out"), "--mesh", str(mesh), "--rate", "50", "--requests", "6",
+          "--rounds", "1", "--max-tokens", "3", "--eval-set", str(eval_set), "--profiles", str(tmp_path / "profiles.yaml")])
+    result = _result(tmp_path / "out")
+    stats = result["stats"]
+    assert result["precise"] == "big" and result["routed_arm"].startswith("learned predictor")
     assert stats["pinned"]["completed"] == 6 and stats["pinned"]["tiers"] == {"big": 6}
     assert stats["routed"]["completed"] == 6
     assert "p95_ratio" in stats["routed_vs_pinned"]
-
-
-def test_builtin_eval_items_are_checkable():
-    """The fallback list has ~40 items, a fifth of them complex, each with an answer."""
-    items = builtin_items()
-    assert len(items) == 40 and sum(i.complex for i in items) == 8
-    assert items[0].correct("The capital of France is Paris.")
-    assert not builtin_items()[12].correct("The answer is 14")  # "4" must match as a whole word
-
-
-def test_eval_item_spellings():
-    """The loader accepts question/answers/difficulty spellings of an eval line."""
-    item = parse_item({"question": "2+2?", "answers": [4], "difficulty": "hard"})
-    assert item.complex and item.answers == ("4",)
-    assert parse_item({"prompt": "x"}) is None
+    held_out = {e.item for e in examples(load_outcomes(tmp_path / "outcomes.jsonl"))
+                if folds_of([f"q{i}" for i in range(30)], 5)[int(e.item[1:])] == 0}
+    assert {x["item"] for arm in ("pinned", "routed") for x in result["results"][arm]} <= held_out
 
 
 def test_helpers():
     """Percentiles, the least-squares line, arm rotation and tables behave."""
-    assert pct([1, 2, 3, 4, 5], 50) == 3
+    assert percentile([1, 2, 3, 4, 5], 50) == 3
     a, b = fit_line([1, 2, 3], [3, 5, 7])
     assert abs(a - 1) < 1e-9 and abs(b - 2) < 1e-9
     assert rotated(["a", "b", "c"], 1) == ["b", "c", "a"]

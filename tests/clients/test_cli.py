@@ -66,7 +66,7 @@ def test_every_option_of_every_command_has_help():
     """`--help` is complete: every command and every option has a help text."""
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(sub.choices) == {"generate", "batch", "tiers", "health", "quantize", "profile", "bench"}
+    assert set(sub.choices) == {"generate", "batch", "tiers", "health", "quantize", "profile", "train-router", "bench"}
     assert all(choice.help for choice in sub._choices_actions)
     for name, command in sub.choices.items():
         if name in TOOLS:  # their own parsers, checked below
@@ -75,9 +75,10 @@ def test_every_option_of_every_command_has_help():
         assert not missing, f"qarr {name}: options without help: {missing}"
 
 
-@pytest.mark.parametrize("tool, usage", [("quantize", "qarr-quantize"), ("profile", "qarr-profile"), ("bench", "")])
+@pytest.mark.parametrize("tool, usage", [("quantize", "qarr-quantize"), ("profile", "qarr-profile"),
+                                         ("train-router", "qarr train-router"), ("bench", "")])
 def test_operator_tools_answer_help_through_qarr(capsys, tool, usage):
-    """`qarr quantize|profile|bench --help` reaches the tool's own parser and exits 0."""
+    """`qarr quantize|profile|train-router|bench --help` reaches the tool's own parser and exits 0."""
     with pytest.raises(SystemExit) as exited:
         main([tool, "--help"])
     assert exited.value.code == 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from profiler.evalset import EvalItem
-from profiler.evaluate import EvalResult
+from profiler.evaluate import EvalResult, ItemResult
 from profiler.gate import apply_gate, default_reference
-from profiler.measure import Speed
+from profiler.measure import Completion, Speed
 from profiler.run import ProfileSettings, TierMeasurement, build_profiles
 from mesh.config import TierSpec
 from router.profiles import dump_profiles, load_profiles
@@ -41,8 +41,15 @@ def test_gate_needs_a_measured_reference():
         apply_gate({"a": 0.5}, "b", 10)
 
 
+def _results(*correct: tuple[str, str, bool]) -> EvalResult:
+    """(item id, category, correct) per item."""
+    done = Completion(text="x", ttft_s=0.05, total_s=0.2, prompt_tokens=10, completion_tokens=3)
+    return EvalResult([ItemResult(EvalItem(id=i, prompt="p", answer="a", scoring="exact", category=c), done, ok)
+                       for i, c, ok in correct])
+
+
 def _measurement(name: str, label: str, acc: float) -> TierMeasurement:
-    evals = EvalResult(correct=int(acc * 100), total=100)
+    evals = _results(*((str(i), "x", i < int(acc * 100)) for i in range(100)))
     speed = Speed(ttft_ms_p50=50, ttft_ms_p95=80, decode_tps_c1=50, decode_tps_by_concurrency={1: 45, 8: 250},
                   prompt_tps=900)
     return TierMeasurement(spec=TierSpec(name=name, address="127.0.0.1:1", model="m", quantization=label), speed=speed,
@@ -64,8 +71,7 @@ def test_build_profiles_marks_gated_tier_not_routable_and_router_loads_it(tmp_pa
 
 
 def test_eval_result_by_category():
-    """Per-category accuracy counts only the items answered."""
-    items = [EvalItem(id=i, prompt="p", answer="a", scoring="exact", category=c)
-             for i, c in (("1", "x"), ("2", "x"), ("3", "y"))]
-    r = EvalResult(correct=1, total=2, answers={"1": "a", "2": "b"}, wrong=["2"])
-    assert r.by_category(items) == {"x": 0.5}
+    """Per-category accuracy over the items answered; totals, wrong ids and answers agree with the items."""
+    r = _results(("1", "x", True), ("2", "x", False), ("3", "y", True))
+    assert r.by_category() == {"x": 0.5, "y": 1.0}
+    assert (r.correct, r.total, r.wrong, r.answers["2"]) == (2, 3, ["2"], "x")

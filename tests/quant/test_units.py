@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -9,8 +10,9 @@ import sys
 import pytest
 
 from profiler.cost import cost_per_million_tokens
-from profiler.measure import Completion, percentile
+from profiler.measure import Completion
 from profiler.memory import PeakMemorySampler, process_tree, tree_rss_bytes
+from profiler.stats import percentile
 from quantize.manifest import Calibration, Manifest, folder_sha256, read_manifest, write_manifest
 from quantize.schemes import SCHEMES, SchemeError, check_scheme
 
@@ -66,7 +68,7 @@ def test_percentile_and_decode_rate():
     """Linear-interpolated percentiles; decode rate excludes the first token."""
     assert percentile([10, 20, 30, 40, 50], 50) == 30
     assert percentile([10, 20], 95) == pytest.approx(19.5)
-    assert percentile([], 50) == 0.0
+    assert math.isnan(percentile([], 50))  # no data is not a zero
     c = Completion(text="x", ttft_s=0.1, total_s=1.1, prompt_tokens=5, completion_tokens=11)
     assert c.decode_tps == pytest.approx(10.0)
     assert Completion("x", 0.5, 0.5, 5, 1).decode_tps == pytest.approx(2.0)
@@ -74,11 +76,14 @@ def test_percentile_and_decode_rate():
 
 def test_memory_sampler_sees_a_child_process():
     """The process tree includes children, and the sampler's peak covers their RSS."""
-    child = subprocess.Popen([sys.executable, "-c", "x = bytearray(64 << 20); import time; time.sleep(30)"])
+    child = subprocess.Popen([sys.executable, "-c", "x = bytearray(64 << 20); import time; time.sleep(60)"])
     try:
         import time
 
-        time.sleep(1.0)
+        deadline = time.monotonic() + 30
+        while tree_rss_bytes(child.pid) < 64 << 20:  # wait for the allocation, however loaded the machine
+            assert time.monotonic() < deadline, "child never reached 64 MiB"
+            time.sleep(0.05)
         assert child.pid in process_tree(os.getpid())
         with PeakMemorySampler(os.getpid(), interval_s=0.05) as mem:
             time.sleep(0.2)

@@ -61,8 +61,9 @@ class FlakyEngine(FakeEngine):
 class FakeTier:
     """A TierServer over a FakeEngine, in this process."""
 
-    def __init__(self, name: str, token_delay_s: float = 0.0, max_model_len: int = 2048) -> None:
+    def __init__(self, name: str, token_delay_s: float = 0.0, max_model_len: int = 2048, tls=None) -> None:
         self.name = name
+        self.tls = tls  # mesh.config.ServerTLS: serve TLS (mutual with a client CA)
         self.token_delay_s = token_delay_s
         self.max_model_len = max_model_len
         self.port = 0
@@ -76,7 +77,7 @@ class FakeTier:
     async def start(self) -> FakeTier:
         """Start (again, on the same port when it ran before) with a fresh engine."""
         self.engine = FlakyEngine(model=f"fake-{self.name}", max_model_len=self.max_model_len, token_delay_s=self.token_delay_s)
-        self.server = TierServer(self.engine, self.name, self.name)
+        self.server = TierServer(self.engine, self.name, self.name, tls=self.tls)
         self.port = await self.server.start(f"127.0.0.1:{self.port}")
         return self
 

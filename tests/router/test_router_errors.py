@@ -89,13 +89,13 @@ def retry_info(e: grpc.aio.AioRpcError) -> float | None:
     return None
 
 
-async def call(router: Router, req: pb.GenerateRequest | bytes, timeout: float = 10.0):
+async def call(router: Router, req: pb.GenerateRequest | bytes, timeout: float = 10.0, metadata=None):
     """(messages, AioRpcError) of one Generate call that must fail."""
     method = router.channel.unary_stream("/qarr.v1.RouterService/Generate")
     raw = req if isinstance(req, bytes) else req.SerializeToString()
     got = []
     with pytest.raises(grpc.aio.AioRpcError) as e:
-        async for msg in method(raw, timeout=timeout):
+        async for msg in method(raw, timeout=timeout, metadata=metadata):
             got.append(pb.GenerateResponse.FromString(msg))
     return got, e.value
 
@@ -113,15 +113,15 @@ async def mesh(tmp_path, started):
     return router, a, b, s
 
 
-async def test_every_domain_error_has_its_status_reason_retry_advice_and_one_log_line(mesh, request_log):
+async def test_every_domain_error_has_its_status_reason_retry_advice_and_one_log_line(mesh, request_log, started, tmp_path):
     """Each RouteError subclass, provoked for real, ends the call with its table status, its ErrorInfo reason,
     the right retry advice (RetryInfo, or a negative pushback when the router already retried), and one log line."""
     router, a, b, s = mesh
     seen: set[type] = set()
 
-    async def expect(cls, code: grpc.StatusCode, reason: str, req, *, retry: str):
+    async def expect(cls, code: grpc.StatusCode, reason: str, req, *, retry: str, via=None, metadata=None):
         before = len(request_log.lines)
-        messages, e = await call(router, req)
+        messages, e = await call(via or router, req, metadata=metadata)
         assert e.code() == code == grpc_status(_example(cls, code)), (cls, e.code(), e.details())
         assert reason_of(e.trailing_metadata()) == reason, (cls, e.details())
         pushback = retry_pushback_ms(e.trailing_metadata())
@@ -171,6 +171,16 @@ async def test_every_domain_error_has_its_status_reason_retry_advice_and_one_log
     slow.append(asyncio.create_task(_drain(router, request(tier="b", max_tokens=400))))
     await router.wait_for(lambda: router.server.router.in_flight == 6, what="the router full")
     await expect(errors.Overloaded, EXHAUSTED, "ROUTER_FULL", request(), retry="after")
+    # CallerBusy: with tokens on, a caller at its own stream limit (CALLER_FULL: 1 stream each here).
+    (tmp_path / "auth").mkdir()
+    (tmp_path / "auth" / "tokens").write_text("alice:" + "A" * 20 + "\n")
+    authed = await started(Router(tmp_path / "auth", [tier_entry(b, max_in_flight=4)], {}, max_in_flight_per_caller=1,
+                                  auth={"tokens_file": str(tmp_path / "auth" / "tokens"), "allow_plaintext_tiers": True}))
+    await authed.wait_serving("b")
+    alice = (("authorization", "Bearer " + "A" * 20),)
+    slow.append(asyncio.create_task(_drain(authed, request(tier="b", max_tokens=400), metadata=alice)))
+    await authed.wait_for(lambda: authed.server.router.in_flight == 1, what="alice's stream open")
+    await expect(errors.CallerBusy, EXHAUSTED, "CALLER_FULL", request(tier="b"), retry="after", via=authed, metadata=alice)
     for task in slow:
         task.cancel()
     await asyncio.gather(*slow, return_exceptions=True)
@@ -196,9 +206,9 @@ def _example(cls, code: grpc.StatusCode):
     return cls("x")
 
 
-async def _drain(router: Router, req: pb.GenerateRequest) -> None:
+async def _drain(router: Router, req: pb.GenerateRequest, metadata=None) -> None:
     """Hold a stream open until cancelled."""
-    async for _ in router.stub.Generate(req, timeout=60):
+    async for _ in router.stub.Generate(req, timeout=60, metadata=metadata):
         pass
 
 

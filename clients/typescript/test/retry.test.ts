@@ -32,7 +32,7 @@ import {
   GenerateResponse,
   HealthState,
   type ListTiersRequest,
-  type ListTiersResponse,
+  ListTiersResponse,
   RouterServiceService,
   TierInfo,
 } from "../src/gen/qarr/v1/router_service";
@@ -123,7 +123,7 @@ describe("retries and errors against a scripted router", () => {
             health: HealthState.HEALTH_STATE_SERVING,
             breaker: BreakerState.BREAKER_STATE_CLOSED,
           });
-          callback(null, { tiers: [tier] });
+          callback(null, ListTiersResponse.fromPartial({ tiers: [tier] }));
         }
       },
     });

@@ -55,7 +55,7 @@ class GenerateRequest(_message.Message):
     def __init__(self, prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., routing: _Optional[_Union[RoutingHints, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("text", "finish_reason", "usage", "tier", "model", "quantization", "generated_tokens", "routing_reason", "attempts")
+    __slots__ = ("text", "finish_reason", "usage", "tier", "model", "quantization", "generated_tokens", "routing_reason", "attempts", "predictor")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,7 @@ class GenerateResponse(_message.Message):
     GENERATED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     ROUTING_REASON_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTOR_FIELD_NUMBER: _ClassVar[int]
     text: str
     finish_reason: _common_pb2.FinishReason
     usage: _common_pb2.Usage
@@ -74,7 +75,8 @@ class GenerateResponse(_message.Message):
     generated_tokens: int
     routing_reason: str
     attempts: int
-    def __init__(self, text: _Optional[str] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., tier: _Optional[str] = ..., model: _Optional[str] = ..., quantization: _Optional[str] = ..., generated_tokens: _Optional[int] = ..., routing_reason: _Optional[str] = ..., attempts: _Optional[int] = ...) -> None: ...
+    predictor: str
+    def __init__(self, text: _Optional[str] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., tier: _Optional[str] = ..., model: _Optional[str] = ..., quantization: _Optional[str] = ..., generated_tokens: _Optional[int] = ..., routing_reason: _Optional[str] = ..., attempts: _Optional[int] = ..., predictor: _Optional[str] = ...) -> None: ...
 
 class ListTiersRequest(_message.Message):
     __slots__ = ()
@@ -121,7 +123,9 @@ class TierInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., quantization: _Optional[str] = ..., address: _Optional[str] = ..., health: _Optional[_Union[HealthState, str]] = ..., max_model_len: _Optional[int] = ..., breaker: _Optional[_Union[BreakerState, str]] = ..., load: _Optional[_Union[_common_pb2.Load, _Mapping]] = ..., profile: _Optional[_Union[TierProfile, _Mapping]] = ..., in_flight: _Optional[int] = ...) -> None: ...
 
 class ListTiersResponse(_message.Message):
-    __slots__ = ("tiers",)
+    __slots__ = ("tiers", "predictor")
     TIERS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTOR_FIELD_NUMBER: _ClassVar[int]
     tiers: _containers.RepeatedCompositeFieldContainer[TierInfo]
-    def __init__(self, tiers: _Optional[_Iterable[_Union[TierInfo, _Mapping]]] = ...) -> None: ...
+    predictor: str
+    def __init__(self, tiers: _Optional[_Iterable[_Union[TierInfo, _Mapping]]] = ..., predictor: _Optional[str] = ...) -> None: ...

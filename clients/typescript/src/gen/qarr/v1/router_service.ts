@@ -48,7 +48,10 @@ export interface RoutingHints {
   tier: string;
   /** Predicted end-to-end latency must fit this budget. 0 = class default. */
   latencyBudgetMs: number;
-  /** Profiled accuracy (0-1) must be at least this. Unset = class default. */
+  /**
+   * Expected accuracy (0-1) must be at least this: the accuracy predictor's estimate for
+   * this request when one is in force, else the tier's profiled accuracy. Unset = class default.
+   */
   minAccuracy?: number | undefined;
 }
 
@@ -91,6 +94,12 @@ export interface GenerateResponse {
   routingReason: string;
   /** Candidate tiers tried before this one answered (last message only). */
   attempts: number;
+  /**
+   * The accuracy predictor whose per-request estimate ranked the tiers (last message only), e.g.
+   * "ngram-logistic:golden.jsonl@3f6c832cf4ad:9b1e04c2"; empty when the tiers' profiled accuracy
+   * did (no predictor in force, or a pinned tier).
+   */
+  predictor: string;
 }
 
 export interface ListTiersRequest {
@@ -121,6 +130,8 @@ export interface TierInfo {
 
 export interface ListTiersResponse {
   tiers: TierInfo[];
+  /** The accuracy predictor in force (see GenerateResponse.predictor); empty when none. */
+  predictor: string;
 }
 
 function createBaseRoutingHints(): RoutingHints {
@@ -320,6 +331,7 @@ function createBaseGenerateResponse(): GenerateResponse {
     generatedTokens: 0,
     routingReason: "",
     attempts: 0,
+    predictor: "",
   };
 }
 
@@ -351,6 +363,9 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
     }
     if (message.attempts !== 0) {
       writer.uint32(80).uint32(message.attempts);
+    }
+    if (message.predictor !== "") {
+      writer.uint32(90).string(message.predictor);
     }
     return writer;
   },
@@ -440,6 +455,14 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
             message.attempts = reader.uint32();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.predictor = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -466,6 +489,7 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
     message.generatedTokens = object.generatedTokens ?? 0;
     message.routingReason = object.routingReason ?? "";
     message.attempts = object.attempts ?? 0;
+    message.predictor = object.predictor ?? "";
     return message;
   },
 };
@@ -812,13 +836,16 @@ export const TierInfo: MessageFns<TierInfo> = {
 };
 
 function createBaseListTiersResponse(): ListTiersResponse {
-  return { tiers: [] };
+  return { tiers: [], predictor: "" };
 }
 
 export const ListTiersResponse: MessageFns<ListTiersResponse> = {
   encode(message: ListTiersResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.tiers) {
       TierInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.predictor !== "") {
+      writer.uint32(18).string(message.predictor);
     }
     return writer;
   },
@@ -844,6 +871,14 @@ export const ListTiersResponse: MessageFns<ListTiersResponse> = {
             message.tiers.push(TierInfo.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.predictor = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -862,6 +897,7 @@ export const ListTiersResponse: MessageFns<ListTiersResponse> = {
   fromPartial<I extends Exact<DeepPartial<ListTiersResponse>, I>>(object: I): ListTiersResponse {
     const message = createBaseListTiersResponse();
     message.tiers = object.tiers?.map((e) => TierInfo.fromPartial(e)) || [];
+    message.predictor = object.predictor ?? "";
     return message;
   },
 };
