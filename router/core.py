@@ -43,6 +43,12 @@ from router.upstream import open_upstream
 LAST_MESSAGE_TAG = 0x10  # field 2, varint: finish_reason
 
 
+def _being_cancelled() -> bool:
+    """Whether the current task has been asked to stop (its caller went away, its deadline passed)."""
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)  # Python 3.11+
+    return cancelling is not None and cancelling() > 0
+
+
 def _no_deadline() -> float | None:
     return None
 
@@ -82,6 +88,8 @@ class Router:
         self.tokens = TokenCounter()
         self.in_flight = 0
         self._peak_in_flight = 0  # highest in_flight since take_peak_in_flight() was last called
+        self._relaying: set[grpc.aio.UnaryStreamCall] = set()  # tier streams being relayed (cut_streams ends them)
+        self._cutting = False
         self.in_flight_by_caller: dict[str, int] = {}  # only callers counted against max_in_flight_per_caller
         self._trailers: dict[tuple[str, str, int, str], bytes] = {}
 
@@ -93,6 +101,15 @@ class Router:
         self.budget.configure(config.retry.budget_ratio, config.retry.budget_burst)
         self._trailers = {}  # they name the accuracy predictor in force
         await self.pool.retire(gone)
+
+    def cut_streams(self) -> int:
+        """End every stream being relayed now (the end of a drain's grace): each caller gets the count of tokens
+        delivered and UNAVAILABLE, rather than the bare cancel gRPC gives calls still open when its grace is
+        over. Returns how many were cut."""
+        self._cutting = True
+        for upstream in self._relaying:
+            upstream.cancel()
+        return len(self._relaying)
 
     def take_peak_in_flight(self) -> int:
         """The most streams relayed at once since the last call (for releasing memory after a spike)."""
@@ -145,6 +162,7 @@ class Router:
             trailer = self._trailer(backend.name, candidate.reason, up.attempts, predictor)
             last = up.first
             code = None
+            self._relaying.add(up.call)
             try:
                 if last[0] == LAST_MESSAGE_TAG:
                     yield last + trailer
@@ -158,6 +176,18 @@ class Router:
                         yield chunk
                 code = grpc.StatusCode.OK
                 status = "OK"
+            except asyncio.CancelledError:
+                # Reading a tier stream that cut_streams() cancelled raises CancelledError in this task, which
+                # is not itself being cancelled (its caller is still there): end the call as a cut.
+                if not (self._cutting and up.call.cancelled() and not _being_cancelled()):
+                    raise
+                code = grpc.StatusCode.CANCELLED  # not the tier's fault
+                delivered = pb.GenerateResponse.FromString(last).generated_tokens
+                yield self._error_message(delivered, candidate, backend.name, up.attempts, predictor)
+                raise StreamInterrupted(
+                    f"the router is shutting down; the stream was cut after {delivered} tokens", "UNAVAILABLE",
+                    delivered, "ROUTER_SHUTTING_DOWN", tier=backend.name,
+                ) from None
             except grpc.aio.AioRpcError as e:
                 code = e.code()
                 # Text already reached the caller: no retry. Say how much was delivered.
@@ -168,6 +198,7 @@ class Router:
                     code.name, delivered, tier=backend.name,
                 ) from None
             finally:
+                self._relaying.discard(up.call)
                 up.call.cancel()
                 up.settle(code)
                 if code is grpc.StatusCode.OK:

@@ -23,6 +23,9 @@ from mesh.observability import MetricsServer, start_metrics_server
 log = logging.getLogger("qarr.router")
 # Settings a hot reload does not change (the listener and credentials are set up once, at start).
 RESTART_ONLY = ("listen", "tls", "upstream_tls", "auth", "reflection", "health_listen")
+# A drain cuts the streams still open this long before its grace ends: time for each to send its last
+# message (the count delivered) and status before gRPC cancels whatever is left.
+CUT_MARGIN_S = 0.25
 SERVICE = router_service_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
 
 
@@ -88,6 +91,12 @@ class RouterServer:
             log.warning("config reload: %s change only on restart; keeping the running ones", ", ".join(changed))
         await self.router.apply(config.model_copy(update=running), profiles)
 
+    async def _cut_streams_after(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        cut = self.router.cut_streams()
+        if cut:
+            log.warning("router drain: grace over, cut %d streams still open", cut)
+
     async def _follow_readiness(self) -> None:
         """Health SERVING only while some tier can take a request (router.ready()); re-checked on every
         tier health change and at least every quarter of the health interval (breakers reopen by time)."""
@@ -102,12 +111,16 @@ class RouterServer:
                 await asyncio.wait_for(self.pool.changed.wait(), min(0.25, self.router.config.health_interval_s / 4))
 
     async def stop(self, grace: float, notice: float = 0.0) -> None:
+        """Drain: NOT_SERVING for `notice` seconds, then streams in flight get `grace` seconds; the ones still
+        open just before it ends are cut by the router, so their callers learn how many tokens they got."""
         for task in (self._reload_task, self._readiness_task, self._memory_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        cutter = asyncio.create_task(self._cut_streams_after(notice + grace - min(CUT_MARGIN_S, grace / 2)))
         await self.mesh.stop(grace, notice)
+        cutter.cancel()
         if self._pool_mirror is not None:
             self._pool_mirror.cancel()
             with contextlib.suppress(asyncio.CancelledError):
