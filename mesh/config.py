@@ -253,6 +253,9 @@ class MeshConfig(Strict):
     # Health Check (besides Watch) and GetLoad are polled this often, each call with this deadline.
     health_interval_s: float = Field(1.0, gt=0)
     health_timeout_s: float = Field(2.0, gt=0)
+    # A stream whose tier has answered no health check for this long, and that relayed nothing for as long,
+    # is ended UNAVAILABLE with the count delivered (gRPC keepalive left such streams open for minutes).
+    stalled_stream_s: float = Field(5.0, gt=0)
     load_interval_s: float = Field(1.0, gt=0)
     # How often the config and profiles files are checked for changes.
     reload_interval_s: float = Field(0.5, gt=0)

@@ -70,6 +70,7 @@ class Backend:
         self.serving: bool | None = None  # None: not heard from yet
         self.load = common_pb2.Load()
         self.in_flight = 0
+        self.silent_since: float | None = None  # monotonic time of the first health Check still unanswered
         self.changed = changed if changed is not None else asyncio.Event()  # set on every health change
         self._tasks: list[asyncio.Task] = []
 
@@ -108,10 +109,14 @@ class Backend:
         request = health_pb2.HealthCheckRequest(service=TIER_SERVICE)
         while True:
             await asyncio.sleep(self.config.health_interval_s)
+            sent = time.monotonic()
             try:
                 resp = await self.health_stub.Check(request, timeout=self.config.health_timeout_s)
+                self.silent_since = None
                 self._set_serving(resp.status == SERVING)
             except grpc.aio.AioRpcError:
+                if self.silent_since is None:
+                    self.silent_since = sent
                 self._set_serving(False)
 
     async def _poll_load(self) -> None:

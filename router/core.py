@@ -28,7 +28,7 @@ import grpc
 
 from mesh.config import DEFAULT_MAX_TOKENS, MeshConfig
 from qarr.v1 import common_pb2, router_service_pb2 as pb, tier_service_pb2
-from router.backends import BackendPool
+from router.backends import Backend, BackendPool
 from router.breaker import State
 from router.choose import Candidate, RequestView, choose_tier
 from router.classify import Signals, classify
@@ -62,6 +62,21 @@ class Call:
     caller: str = ""  # who is calling, as the door's token check named it ("" when auth is off)
 
 
+@dataclass(slots=True, eq=False)
+class Relay:
+    """One tier stream being relayed, as the router's drain and stall checks see it (never read per chunk)."""
+
+    backend: Backend
+    call: grpc.aio.UnaryStreamCall
+    last: bytes  # the last message relayed: a stalled stream keeps the same one
+    seen: bytes | None = None  # `last` when cut_stalled() last looked
+    still_since: float = 0.0  # since when cut_stalled() has seen `last` unchanged
+    cut: str = ""  # why the router ended it: CUT_DRAIN or CUT_STALLED
+
+
+CUT_DRAIN, CUT_STALLED = "drain", "stalled"
+
+
 @dataclass(frozen=True, slots=True)
 class TierState:
     """One tier as ListTiers (or /v1/models) shows it."""
@@ -88,8 +103,7 @@ class Router:
         self.tokens = TokenCounter()
         self.in_flight = 0
         self._peak_in_flight = 0  # highest in_flight since take_peak_in_flight() was last called
-        self._relaying: set[grpc.aio.UnaryStreamCall] = set()  # tier streams being relayed (cut_streams ends them)
-        self._cutting = False
+        self._relaying: set[Relay] = set()  # tier streams being relayed (cut_streams and cut_stalled end them)
         self.in_flight_by_caller: dict[str, int] = {}  # only callers counted against max_in_flight_per_caller
         self._trailers: dict[tuple[str, str, int, str], bytes] = {}
 
@@ -106,10 +120,26 @@ class Router:
         """End every stream being relayed now (the end of a drain's grace): each caller gets the count of tokens
         delivered and UNAVAILABLE, rather than the bare cancel gRPC gives calls still open when its grace is
         over. Returns how many were cut."""
-        self._cutting = True
-        for upstream in self._relaying:
-            upstream.cancel()
+        for relay in self._relaying:
+            relay.cut = CUT_DRAIN
+            relay.call.cancel()
         return len(self._relaying)
+
+    def cut_stalled(self, now: float, stall_s: float) -> int:
+        """End the streams whose tier has not answered a health check since `stall_s` ago and that relayed
+        nothing for as long (a hung or black-holed tier: gRPC keepalive does not end them). A stream that is
+        slow because its caller does not read is left alone: its tier still answers. Returns how many."""
+        cut = 0
+        for relay in self._relaying:
+            if relay.last is not relay.seen:
+                relay.seen, relay.still_since = relay.last, now
+                continue
+            silent_since = relay.backend.silent_since
+            if silent_since is not None and now - silent_since >= stall_s and now - relay.still_since >= stall_s:
+                relay.cut = CUT_STALLED
+                relay.call.cancel()
+                cut += 1
+        return cut
 
     def take_peak_in_flight(self) -> int:
         """The most streams relayed at once since the last call (for releasing memory after a spike)."""
@@ -160,45 +190,52 @@ class Router:
             )
             backend, candidate = up.backend, up.candidate
             trailer = self._trailer(backend.name, candidate.reason, up.attempts, predictor)
-            last = up.first
+            relay = Relay(backend, up.call, up.first)
             code = None
-            self._relaying.add(up.call)
+            self._relaying.add(relay)
             try:
-                if last[0] == LAST_MESSAGE_TAG:
-                    yield last + trailer
+                if relay.last[0] == LAST_MESSAGE_TAG:
+                    yield relay.last + trailer
                 else:
                     rq.first_token()
-                    yield last
+                    yield relay.last
                     async for chunk in up.chunks:
                         if chunk and chunk[0] == LAST_MESSAGE_TAG:
                             chunk += trailer
-                        last = chunk
+                        relay.last = chunk
                         yield chunk
                 code = grpc.StatusCode.OK
                 status = "OK"
             except asyncio.CancelledError:
-                # Reading a tier stream that cut_streams() cancelled raises CancelledError in this task, which
-                # is not itself being cancelled (its caller is still there): end the call as a cut.
-                if not (self._cutting and up.call.cancelled() and not _being_cancelled()):
+                # Reading a tier stream that cut_streams() or cut_stalled() cancelled raises CancelledError in
+                # this task, which is not itself being cancelled (its caller is still there): end it as a cut.
+                if not (relay.cut and up.call.cancelled() and not _being_cancelled()):
                     raise
-                code = grpc.StatusCode.CANCELLED  # not the tier's fault
-                delivered = pb.GenerateResponse.FromString(last).generated_tokens
+                delivered = pb.GenerateResponse.FromString(relay.last).generated_tokens
                 yield self._error_message(delivered, candidate, backend.name, up.attempts, predictor)
+                if relay.cut == CUT_DRAIN:
+                    code = grpc.StatusCode.CANCELLED  # not the tier's fault
+                    raise StreamInterrupted(
+                        f"the router is shutting down; the stream was cut after {delivered} tokens", "UNAVAILABLE",
+                        delivered, "ROUTER_SHUTTING_DOWN", tier=backend.name,
+                    ) from None
+                code = grpc.StatusCode.UNAVAILABLE  # counts against the tier
                 raise StreamInterrupted(
-                    f"the router is shutting down; the stream was cut after {delivered} tokens", "UNAVAILABLE",
-                    delivered, "ROUTER_SHUTTING_DOWN", tier=backend.name,
+                    f"tier {backend.name} stopped answering; the stream was cut after {delivered} tokens",
+                    "UNAVAILABLE", delivered, "TIER_UNRESPONSIVE", tier=backend.name,
                 ) from None
             except grpc.aio.AioRpcError as e:
                 code = e.code()
                 # Text already reached the caller: no retry. Say how much was delivered.
-                delivered = pb.GenerateResponse.FromString(last).generated_tokens
+                delivered = pb.GenerateResponse.FromString(relay.last).generated_tokens
                 yield self._error_message(delivered, candidate, backend.name, up.attempts, predictor)
                 raise StreamInterrupted(
                     f"tier {backend.name} failed after {delivered} tokens: {(e.details() or code.name)[:256]}",
                     code.name, delivered, tier=backend.name,
                 ) from None
             finally:
-                self._relaying.discard(up.call)
+                self._relaying.discard(relay)
+                last = relay.last
                 up.call.cancel()
                 up.settle(code)
                 if code is grpc.StatusCode.OK:

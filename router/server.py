@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from pathlib import Path
 
 from mesh.memory import release_after_spikes
@@ -62,6 +63,7 @@ class RouterServer:
         self._reload_task: asyncio.Task | None = None
         self._readiness_task: asyncio.Task | None = None
         self._memory_task: asyncio.Task | None = None
+        self._stall_task: asyncio.Task | None = None
         self.serving = False
 
     async def start(self, address: str | None = None) -> int:
@@ -79,6 +81,7 @@ class RouterServer:
         self._memory_task = asyncio.create_task(
             release_after_spikes(lambda: self.router.in_flight, self.router.take_peak_in_flight), name="release-memory"
         )
+        self._stall_task = asyncio.create_task(self._cut_stalled_streams(), name="stalled-streams")
         log.info("router listening on port %d with tiers %s", port, list(self.pool.backends))
         return port
 
@@ -90,6 +93,15 @@ class RouterServer:
         if changed:
             log.warning("config reload: %s change only on restart; keeping the running ones", ", ".join(changed))
         await self.router.apply(config.model_copy(update=running), profiles)
+
+    async def _cut_stalled_streams(self) -> None:
+        """Every quarter of stalled_stream_s (at most 1 s): end the streams of tiers that stopped answering."""
+        while True:
+            stall_s = self.router.config.stalled_stream_s
+            await asyncio.sleep(min(1.0, stall_s / 4))
+            cut = self.router.cut_stalled(time.monotonic(), stall_s)
+            if cut:
+                log.warning("cut %d streams stalled on tiers that stopped answering", cut)
 
     async def _cut_streams_after(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -113,7 +125,7 @@ class RouterServer:
     async def stop(self, grace: float, notice: float = 0.0) -> None:
         """Drain: NOT_SERVING for `notice` seconds, then streams in flight get `grace` seconds; the ones still
         open just before it ends are cut by the router, so their callers learn how many tokens they got."""
-        for task in (self._reload_task, self._readiness_task, self._memory_task):
+        for task in (self._reload_task, self._readiness_task, self._memory_task, self._stall_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -31,7 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from launcher.process import REPO, ServerProcess, free_port, router_process, stop_all, tier_process
-from mesh.config import load_mesh
+from mesh.config import load_mesh, parse_mesh
 from mesh.status import reason_of, retry_pushback_ms
 from qarr.v1 import common_pb2, router_service_pb2 as pb, router_service_pb2_grpc, tier_service_pb2, tier_service_pb2_grpc
 from tests.process_tree import descendants
@@ -62,16 +62,21 @@ def fake_tier(name: str, token_delay_ms: float = 0.0, *, max_model_len: int = 20
 class ProcMesh:
     """Tier server processes and a router process, from one mesh file written to `directory`."""
 
-    def __init__(self, directory: Path, tiers: list[dict], *, router_args: tuple[str, ...] = (), **router) -> None:
+    def __init__(self, directory: Path, tiers: list[dict], *, router_args: tuple[str, ...] = (),
+                 via: dict[str, str] | None = None, **router) -> None:
+        """`via`: tier name -> the address the router reaches that tier at (a proxy in front of it)."""
         self.directory = directory
         self.metrics_port = free_port()
         data = {"listen": f"127.0.0.1:{free_port()}", **ROUTER_SETTINGS, **router, "tiers": tiers}
         data["observability"] = {"metrics_port": self.metrics_port, **data.get("observability", {})}
+        self.listen = parse_mesh(data)  # where each tier server listens
+        via = via or {}
+        data["tiers"] = [{**t, "address": via.get(t["name"], t["address"])} for t in tiers]
         self.path = directory / "mesh.yaml"
         self.path.write_text(yaml.safe_dump(data, sort_keys=False))
         self.config = load_mesh(self.path)
         self.tiers: dict[str, ServerProcess] = {
-            t.name: tier_process(t, log=directory / f"tier-{t.name}.log") for t in self.config.tiers
+            t.name: tier_process(t, log=directory / f"tier-{t.name}.log") for t in self.listen.tiers
         }
         self.router: ServerProcess = router_process(
             self.path, self.config, args=["--log-level", "WARNING", *router_args], log=directory / "router.log"
@@ -123,7 +128,8 @@ class ProcMesh:
         return counts
 
     def tier_address(self, name: str) -> str:
-        return self.config.tier(name).address
+        """Where the tier server itself listens (not a proxy in front of it)."""
+        return self.listen.tier(name).address
 
 
 class LauncherMesh(ProcMesh):
