@@ -29,6 +29,10 @@ log = logging.getLogger("qarr.router")
 CHANNEL_OPTIONS = (
     # One retry layer: the router's own. gRPC's transparent retries stay off.
     ("grpc.enable_retries", 0),
+    # A fixed receive window per tier stream (64 KiB): with BDP probing the window grew whenever a tier
+    # outpaced a caller that had stopped reading, and the router buffered MiBs per stalled stream (26 MiB
+    # for 21 streams after 20 s, still growing). Token streams need no bandwidth-delay tuning.
+    ("grpc.http2.bdp_probe", 0),
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.http2.max_pings_without_data", 0),

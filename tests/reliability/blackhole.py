@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 
 
 class BlackHole:
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, rcvbuf: int | None = None) -> None:
+        """`rcvbuf`: SO_RCVBUF of the connections to `upstream`, so that little can pile up in this host's kernel
+        once forwarding stops (what is held is then held by the upstream server)."""
         self.upstream_host, port = upstream.rsplit(":", 1)
         self.upstream_port = int(port)
         self.forwarding = asyncio.Event()
@@ -21,6 +24,7 @@ class BlackHole:
         self.server: asyncio.Server | None = None
         self.address = ""
         self._pipes: set[asyncio.Task] = set()
+        self.rcvbuf = rcvbuf
 
     async def start(self) -> BlackHole:
         self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -35,7 +39,12 @@ class BlackHole:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            up_reader, up_writer = await asyncio.open_connection(self.upstream_host, self.upstream_port)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            if self.rcvbuf:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)  # before connecting: sets the window
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, (self.upstream_host, self.upstream_port))
+            up_reader, up_writer = await asyncio.open_connection(sock=sock)
         except OSError:
             writer.close()
             return
