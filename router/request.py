@@ -37,7 +37,7 @@ def parse_request(raw: bytes, limits: RequestLimits) -> pb.GenerateRequest:
         )
     for i, m in enumerate(request.messages):
         if m.role not in ROLES:
-            raise InvalidRequest(f"messages[{i}].role must be one of {sorted(ROLES)}, got {clip(m.role)!r}")
+            raise InvalidRequest(f"messages[{i}].role must be one of {sorted(ROLES)}, got {clip(m.role)}")
     if len(request.request_id) > limits.max_request_id_chars:
         raise InvalidRequest(f"request_id is longer than {limits.max_request_id_chars} characters")
     routing = request.routing
