@@ -14,7 +14,8 @@ from tests.reliability.procmesh import (
 
 STREAMS = 2_000
 LIMIT = 1_000  # the router's max_in_flight: half the wave is excess
-TOKENS, TOKEN_DELAY_MS = 8, 2_000  # admitted streams stay open 16 s: the router is still full for the probes: the router is still full while the probes run
+TOKENS, TOKEN_DELAY_MS = 8, 1_500  # admitted streams stay open 12 s: the router is still full for the probes
+WARM = 500  # idle is the router at rest after this many streams at once (ordinary busy traffic)
 PROBES = 50
 
 
@@ -26,8 +27,7 @@ async def test_2000_streams_excess_refused_at_once_counted_and_memory_returns(tm
     tiers = [fake_tier(n, TOKEN_DELAY_MS, max_in_flight=LIMIT) for n in ("a", "b")]
     mesh = await ProcMesh(tmp_path, tiers, max_in_flight=LIMIT, router_args=("--log-level", "INFO")).start()
     try:
-        # Idle: after 100 streams at once, the router's ordinary working set.
-        warm = await asyncio.gather(*(generate(mesh.stub, request(max_tokens=2), timeout=60) for _ in range(100)))
+        warm = await asyncio.gather(*(generate(mesh.stub, request(max_tokens=2), timeout=60) for _ in range(WARM)))
         assert {o.code for o in warm} == {"OK"}
         idle = usage(mesh.router.pid)
         before = mesh.requests_counted()
@@ -89,7 +89,7 @@ async def test_2000_streams_excess_refused_at_once_counted_and_memory_returns(tm
         f"refusals leave the router in <= {max(refusals):.1f} ms (its log), {PROBES} calls while full refused in "
         f"p95 {probe_p95 * 1000:.0f} ms, max {slowest_probe * 1000:.0f} ms; the wave's refusals as its client saw them: p50 "
         f"{percentile(refused_client, 50) * 1000:.0f} ms, max {max(refused_client) * 1000:.0f} ms (all {STREAMS} answered "
-        f"{answered_s:.1f} s after the first was sent); router RSS idle {idle.rss_mib:.0f} MiB, full {full.rss_mib:.0f}, "
+        f"{answered_s:.1f} s after the first was sent); router RSS idle (at rest after {WARM} streams) {idle.rss_mib:.0f} MiB, full {full.rss_mib:.0f}, "
         f"{after.rss_mib:.0f} MiB {returned_s:.1f} s after the wave ({(after.rss_mib / idle.rss_mib - 1) * 100:+.0f} %); "
         f"20 normal calls OK right after",
         ok=codes["OK"], refused=codes["RESOURCE_EXHAUSTED"], cancelled=0, refusal_router_max_ms=max(refusals),
