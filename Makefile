@@ -8,7 +8,7 @@ export VLLM_CACHE_ROOT := $(CURDIR)/.cache/vllm
 export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/inductor
 export PYTHONPATH := $(CURDIR):$(CURDIR)/protos
 
-.PHONY: setup model up test test-fast protos check-protos bench-deps bench-overhead bench-cost bench-routing bench-scaling bench
+.PHONY: setup model up test test-fast protos check-protos bench-deps bench-overhead bench-cost bench-routing bench-scaling bench-http bench
 
 setup:
 	@bash scripts/setup.sh
@@ -42,6 +42,9 @@ bench-routing: model bench-deps
 	$(PY) -m bench routing $(BENCH_ARGS)
 bench-scaling: bench-deps
 	$(PY) -m bench scaling $(BENCH_ARGS)
+# Installs LiteLLM into its own .venv-litellm the first time (benchmark only).
+bench-http: bench-deps
+	$(PY) -m bench http $(BENCH_ARGS)
 bench: bench-overhead bench-cost bench-scaling bench-routing
 
 # Quantization and profiling (docs/quantize.md, docs/profile.md).
@@ -57,3 +60,14 @@ profile: model
 
 profile-quant: quantize
 	$(PY) -m profiler --mesh mesh.quant.yaml $(PROFILE_ARGS)
+
+# Containers (docs/deploy.md). `make test` checks compose.yaml, the Dockerfile and the k8s
+# overlays offline (tests/test_deploy_configs.py); compose-check runs the mesh in Docker for
+# real (about 10 minutes cold here), so it is its own target, not part of `make test`.
+.PHONY: wheelhouse image compose-check
+wheelhouse:
+	@bash scripts/wheelhouse.sh
+image:
+	@bash scripts/docker_image.sh
+compose-check:
+	@bash scripts/compose_check.sh

@@ -12,7 +12,9 @@ BENCHMARKS = {
     "overhead": "TTFT and total latency through the router versus straight to the tier (and a plain relay)",
     "cost": "router CPU per request and per relayed chunk, streams/s per router process, py-spy profile",
     "routing": "routed versus pinned-to-the-most-precise-tier on a mixed eval workload with Poisson arrivals",
+    "http": "added TTFT and CPU per request: the OpenAI-compatible HTTP door vs the gRPC path vs the LiteLLM proxy",
     "scaling": "100 / 500 / 1,000 open streams through one router: memory per stream, added latency, errors",
+    "workers": "streams/s through python -m router --workers N side by side (1 and 2 by default)",
     "routing-quality": "offline, from the profiler's per-item outcomes: random, keyword, learned and oracle routers "
                        "and each tier alone on held-out items; APGR, CPT(50%%), CPT(80%%), cost vs accuracy",
     "report": "collect the latest results/<name>/result.json tables into one markdown file",

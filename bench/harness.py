@@ -194,11 +194,12 @@ class LoadGen:
 
     def closed(self, target: str, method: str, *, concurrency: int, requests: int, max_tokens: int,
                prompt: str = "Say something.", timeout: float = 300.0, report_open: bool = False,
-               ramp_s: float = 0.0, on_event=None) -> dict:
-        """Closed loop: `concurrency` workers send `requests` in all, one stream at a time each."""
+               ramp_s: float = 0.0, on_event=None, channels: int = 1) -> dict:
+        """Closed loop: `concurrency` workers send `requests` in all, one stream at a time each, over
+        `channels` connections."""
         cmd = {"cmd": "closed", "target": target, "method": method, "concurrency": concurrency, "requests": requests,
                "max_tokens": max_tokens, "prompt": prompt, "deadline_s": timeout, "report_open": report_open,
-               "ramp_s": ramp_s}
+               "ramp_s": ramp_s, "channels": channels}
         return self.call(cmd, timeout=timeout + 30, on_event=on_event)
 
     def open_loop(self, target: str, items: list[dict], timeout: float = 600.0) -> dict:

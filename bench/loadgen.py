@@ -2,9 +2,11 @@
 
 stdin, one command a line:
   {"cmd": "closed", "target", "method", "concurrency", "requests", "max_tokens", "prompt", "deadline_s",
-   "report_open", "ramp_s"}
+   "report_open", "ramp_s", "channels"}
   {"cmd": "open", "target", "method", "items": [{"at_s", "prompt"|"messages", "max_tokens", "tier",
    "latency_budget_ms", "min_accuracy"}], "deadline_s"}
+  {"cmd": "closed_http", "url": "http://HOST:PORT/v1", "model", "concurrency", "requests", "max_tokens", "prompt",
+   "deadline_s"}   (streaming POST /v1/chat/completions over keep-alive HTTP/1.1 connections)
   {"cmd": "quit"}
 stdout: {"event": "open", ...} lines while running (closed with report_open), then one result line.
 
@@ -48,14 +50,17 @@ def build_request(item: dict) -> bytes:
 
 class Channels:
     def __init__(self) -> None:
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels: dict[tuple[str, int], grpc.aio.Channel] = {}
 
-    async def get(self, target: str) -> grpc.aio.Channel:
-        ch = self._channels.get(target)
+    async def get(self, target: str, i: int = 0) -> grpc.aio.Channel:
+        """Channel `i` to `target`; channels other than 0 have their own TCP connection (a local subchannel
+        pool), so a server with several processes on one port (SO_REUSEPORT) sees several connections."""
+        ch = self._channels.get((target, i))
         if ch is None:
-            ch = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+            options = CHANNEL_OPTIONS + ((("grpc.use_local_subchannel_pool", 1),) if i else ())
+            ch = grpc.aio.insecure_channel(target, options=options)
             await asyncio.wait_for(ch.channel_ready(), 10)
-            self._channels[target] = ch
+            self._channels[(target, i)] = ch
         return ch
 
     async def close(self) -> None:
@@ -64,8 +69,8 @@ class Channels:
 
 
 async def closed(channels: Channels, cmd: dict) -> dict:
-    channel = await channels.get(cmd["target"])
-    call_fn = channel.unary_stream(cmd["method"])
+    n_channels = max(1, int(cmd.get("channels", 1)))
+    call_fns = [(await channels.get(cmd["target"], i)).unary_stream(cmd["method"]) for i in range(n_channels)]
     payload = build_request({"prompt": cmd.get("prompt"), "max_tokens": cmd["max_tokens"]})
     n_total = int(cmd["requests"])
     concurrency = max(1, min(int(cmd["concurrency"]), n_total))
@@ -81,7 +86,7 @@ async def closed(channels: Channels, cmd: dict) -> dict:
     open_reported = False
     stop_at = time.perf_counter() + deadline_s
 
-    async def one() -> None:
+    async def one(call_fn) -> None:
         nonlocal chunks, open_now, open_reported
         t0 = time.perf_counter()
         first = None
@@ -114,13 +119,118 @@ async def closed(channels: Channels, cmd: dict) -> dict:
             await asyncio.sleep(ramp_s * i / concurrency)
         while issued < n_total and time.perf_counter() < stop_at:
             issued += 1
-            await one()
+            await one(call_fns[i % n_channels])
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
     wall = time.perf_counter() - started
     return {"ttft": ttft, "total": total, "errors": errors, "chunks": chunks, "wall_s": wall,
             "completed": len(total), "open_reported": open_reported}
+
+
+class HttpConnection:
+    """One keep-alive HTTP/1.1 connection that POSTs a prebuilt streaming request and reads the SSE reply.
+
+    A minimal client on purpose (no library between the measurement and the socket): it reads the
+    status line and headers, then the chunked body, and notes when the first chunk carrying text
+    arrives (TTFT) and whether `data: [DONE]` came."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, payload: bytes) -> tuple[float | None, int, bool]:
+        """(seconds to the first text chunk or None, HTTP status, saw [DONE])."""
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        t0 = time.perf_counter()
+        self.writer.write(payload)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        lower = head.lower()
+        first, done = None, False
+        if b"transfer-encoding: chunked" in lower:
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                if size == 0:
+                    await self.reader.readuntil(b"\r\n")  # no trailers: the blank line
+                    break
+                data = await self.reader.readexactly(size + 2)
+                if first is None and TEXT_MARK in data and EMPTY_TEXT not in data:
+                    first = time.perf_counter() - t0
+                if DONE_MARK in data:
+                    done = True
+        else:
+            length = 0
+            for line in lower.split(b"\r\n"):
+                if line.startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await self.reader.readexactly(length)
+        if b"connection: close" in lower:
+            await self.close()
+        return first, status, done
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = self.reader = None
+
+
+TEXT_MARK, EMPTY_TEXT, DONE_MARK = b'"content":"', b'"content":""', b"data: [DONE]"
+
+
+def http_request(url: str, model: str, prompt: str, max_tokens: int) -> tuple[str, int, bytes]:
+    """(host, port, the raw bytes of a streaming POST /v1/chat/completions)."""
+    rest = url.removeprefix("http://")
+    hostport, _, path = rest.partition("/")
+    host, _, port = hostport.rpartition(":")
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+                       "temperature": 0, "stream": True}).encode()
+    head = (f"POST /{path}/chat/completions HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer unused\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    return host, int(port), head + body
+
+
+async def closed_http(cmd: dict) -> dict:
+    """Like `closed`, over HTTP: {"cmd": "closed_http", "url": "http://H:P/v1", "model", ...}."""
+    host, port, payload = http_request(cmd["url"], cmd.get("model", "auto"), cmd.get("prompt") or "Say something.",
+                                       int(cmd["max_tokens"]))
+    n_total = int(cmd["requests"])
+    concurrency = max(1, min(int(cmd["concurrency"]), n_total))
+    stop_at = time.perf_counter() + float(cmd.get("deadline_s", 300))
+    ttft: list[float] = []
+    total: list[float] = []
+    errors: dict[str, int] = {}
+    issued = 0
+
+    async def worker() -> None:
+        nonlocal issued
+        conn = HttpConnection(host, port)
+        try:
+            while issued < n_total and time.perf_counter() < stop_at:
+                issued += 1
+                t0 = time.perf_counter()
+                try:
+                    async with asyncio.timeout(max(1.0, stop_at - t0)):
+                        first, status, done = await conn.request(payload)
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError) as e:
+                    errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+                    await conn.close()
+                    continue
+                if status != 200 or not done:
+                    key = f"HTTP_{status}" if status != 200 else "NO_DONE"
+                    errors[key] = errors.get(key, 0) + 1
+                    continue
+                total.append(time.perf_counter() - t0)
+                ttft.append(first if first is not None else total[-1])
+        finally:
+            await conn.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return {"ttft": ttft, "total": total, "errors": errors, "wall_s": time.perf_counter() - started,
+            "completed": len(total)}
 
 
 async def open_loop(channels: Channels, cmd: dict) -> dict:
@@ -177,6 +287,8 @@ async def main() -> None:
                     break
                 if cmd["cmd"] == "closed":
                     emit(await closed(channels, cmd))
+                elif cmd["cmd"] == "closed_http":
+                    emit(await closed_http(cmd))
                 elif cmd["cmd"] == "open":
                     emit(await open_loop(channels, cmd))
                 else:

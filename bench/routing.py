@@ -36,9 +36,9 @@ DEFAULT_COST = {"fp32": 1.0, "bf16": 0.5, "fp16": 0.5, "fp8": 0.3, "w8a8": 0.3, 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mesh", default=str(h.REPO / "bench/meshes/cpu-2engines.yaml"),
-                   help="mesh file of the tiers to start (see bench/meshes/; default: two real CPU tiers, fp32 and bf16); "
-                        "addresses are replaced by free ports")
+    p.add_argument("--mesh", default=str(h.REPO / "bench/meshes/cpu-two-models.yaml"),
+                   help="mesh file of the tiers to start (see bench/meshes/; default: the bundled two-model mesh, "
+                        "SmolLM2-135M and Gemma 3 270M on CPU); addresses are replaced by free ports")
     p.add_argument("--model", help="model folder for every vLLM tier (overrides the mesh file's)")
     p.add_argument("--precise", help="the tier the pinned arm uses (default: the most accurate in the profiles)")
     p.add_argument("--eval-set", type=Path, default=DEFAULT_EVAL_SET, help="JSONL eval set (default: the golden set)")
@@ -74,7 +74,8 @@ def start_mesh(out: Path, mesh: MeshConfig, model_override: str | None, timeout:
             model = _resolve_model(t.model, model_override) if vllm else (t.model or "fake")
             if vllm and not Path(model).exists():
                 raise SystemExit(f"tier {t.name}: model folder {model} not found (make model, or --model DIR)")
-            serve = t.serve.model_copy(update={"log_level": "WARNING"})
+            # No /metrics ports: a mesh file's fixed ones would collide with a running mesh's.
+            serve = t.serve.model_copy(update={"log_level": "WARNING", "metrics_port": None})
             spec = t.model_copy(update={"address": f"127.0.0.1:{h.free_port()}", "model": model, "serve": serve})
             started.append((spec, tier_process(spec, log=out / f"tier-{t.name}.log", tls=mesh.upstream_tls).start()))
         h.wait_all(*(s for _, s in started), timeout=timeout)

@@ -63,6 +63,7 @@ def to_chunk(msg: pb.GenerateResponse) -> Chunk:
         routing_reason=msg.routing_reason,
         attempts=msg.attempts,
         predictor=msg.predictor,
+        replica=msg.replica,
     )
 
 
@@ -80,6 +81,7 @@ def to_completion(chunks: Sequence[Chunk]) -> Completion:
         routing_reason=last.routing_reason,
         attempts=last.attempts,
         predictor=last.predictor,
+        replica=last.replica,
     )
 
 
@@ -105,4 +107,25 @@ def to_tier(t: pb.TierInfo) -> Tier:
         }
         if t.HasField("profile")
         else {},
+        replicas=[
+            {
+                "address": r.address,
+                "health": pb.HealthState.Name(r.health).removeprefix("HEALTH_STATE_"),
+                "breaker": pb.BreakerState.Name(r.breaker).removeprefix("BREAKER_STATE_"),
+                "in_flight": r.in_flight,
+                "running_requests": r.load.running_requests,
+                "waiting_requests": r.load.waiting_requests,
+                "kv_cache_usage": r.load.kv_cache_usage,
+                **_live(r.live),
+            }
+            for r in t.replicas
+        ],
+        live=_live(t.live),
     )
+
+
+def _live(live: pb.LiveLatency) -> dict:
+    return {
+        "ttft_ms": live.ttft_ms if live.HasField("ttft_ms") else None,
+        "decode_tokens_per_second": live.decode_tokens_per_second if live.HasField("decode_tokens_per_second") else None,
+    }

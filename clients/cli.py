@@ -102,16 +102,23 @@ def _tiers(args) -> int:
     if args.json:
         print(json.dumps([asdict(t) for t in tiers], indent=2))
         return EXIT_OK
-    header = ("NAME", "QUANT", "HEALTH", "BREAKER", "IN-FLIGHT", "RUN/WAIT", "KV", "ADDRESS", "MODEL")
-    rows = [
-        (t.name, t.quantization, t.health, t.breaker if t.breaker not in ("", "UNSPECIFIED") else "-", str(t.in_flight), f"{t.running_requests}/{t.waiting_requests}",
-         f"{t.kv_cache_usage:.0%}", t.address, t.model)
-        for t in tiers
-    ]
+    header = ("NAME", "QUANT", "HEALTH", "BREAKER", "IN-FLIGHT", "RUN/WAIT", "KV", "LIVE TTFT", "ADDRESS", "MODEL")
+    rows = []
+    for t in tiers:
+        rows.append((t.name, t.quantization, t.health, t.breaker if t.breaker not in ("", "UNSPECIFIED") else "-", str(t.in_flight),
+                     f"{t.running_requests}/{t.waiting_requests}", f"{t.kv_cache_usage:.0%}", _ms(t.live.get("ttft_ms")),
+                     t.address, t.model))
+        if len(t.replicas) > 1 or (t.replicas and t.replicas[0]["address"] != t.address):
+            rows += [("  └ replica", "", r["health"], r["breaker"], str(r["in_flight"]), f"{r['running_requests']}/{r['waiting_requests']}",
+                      f"{r['kv_cache_usage']:.0%}", _ms(r.get("ttft_ms")), r["address"], "") for r in t.replicas]
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
     for r in (header, *rows):
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     return EXIT_OK
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
 
 
 def _health(args) -> int:

@@ -29,6 +29,8 @@ class Chunk:
     attempts: int = 0
     # The accuracy predictor that ranked the tiers (last chunk only; "" = the profiled accuracies did).
     predictor: str = ""
+    # The address of the tier's replica that served it (last chunk only).
+    replica: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,7 @@ class Completion:
     routing_reason: str = ""
     attempts: int = 0
     predictor: str = ""
+    replica: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +65,8 @@ class Tier:
     waiting_requests: int = 0
     kv_cache_usage: float = 0.0
     profile: dict = field(default_factory=dict)
+    # Each replica: address, health, breaker, in_flight, running/waiting requests, kv_cache_usage, and live
+    # ttft_ms / decode_tokens_per_second (None until measured). The fields above are their aggregates.
+    replicas: list[dict] = field(default_factory=list)
+    # The live estimates predicted latency blends with the profile (None until measured).
+    live: dict = field(default_factory=dict)

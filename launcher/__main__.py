@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from launcher.process import ServerExited, local_env, router_process, stop_all, tier_process
+from launcher.process import ServerExited, local_env, router_process, stop_all, tier_processes
 from launcher.supervisor import Backoff, Supervisor
 from mesh.config import MeshConfig, MeshConfigError, load_mesh
 
@@ -48,9 +48,19 @@ def banner(listen: str, tiers: list[str], up_s: float, config: MeshConfig | None
     ca = config.upstream_tls.ca if tls and config.upstream_tls and config.upstream_tls.ca else "CA.pem"
     qarr_flags = f" --ca-file {ca}" if tls else ""
     grpcurl_flags = f"-cacert {ca}" if tls else "-plaintext"
+    curl_flags = f" --cacert {ca}" if tls else ""
     if config is not None and config.auth is not None:
         qarr_flags += " --token-file TOKEN_FILE"
         grpcurl_flags += " -H \"authorization: Bearer $TOKEN\""
+        curl_flags += " -H \"authorization: Bearer $TOKEN\""
+    openai = ""
+    if config is not None and config.http.enabled:
+        url = f"{'https' if tls else 'http'}://{config.http.listen}/v1"
+        openai = f"""
+OpenAI-compatible HTTP door on {url} (model "auto", or a tier name to pin):
+  curl{curl_flags} {url}/chat/completions -H 'content-type: application/json' \\
+    -d '{{"model":"auto","messages":[{{"role":"user","content":"What is the capital of France?"}}]}}'
+"""
     return f"""
 QARR mesh is up after {up_s:.0f} s: router on {listen}, tiers {', '.join(tiers)}.
 
@@ -58,7 +68,7 @@ QARR mesh is up after {up_s:.0f} s: router on {listen}, tiers {', '.join(tiers)}
   .venv/bin/qarr tiers{qarr_flags}
   grpcurl {grpcurl_flags} {listen} list
   grpcurl {grpcurl_flags} -d '{{"messages":[{{"role":"user","content":"What is the capital of France?"}}]}}' {listen} qarr.v1.RouterService/Generate
-
+{openai}
 A server that exits is restarted. Ctrl-C drains and stops the mesh.
 """
 
@@ -89,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-dir", type=Path, help="write each server's output to DIR/<name>.log (default: this console)")
     parser.add_argument("--restart-backoff", type=float, default=1.0, help="first restart delay in seconds, doubling (default %(default)s)")
     parser.add_argument("--restart-backoff-max", type=float, default=30.0, help="longest restart delay (default %(default)s)")
+    parser.add_argument("--router-workers", type=int, default=1, help="router processes on the router's port "
+                        "(python -m router --workers N; default %(default)s)")
     args = parser.parse_args(argv)
     try:
         config = load_mesh(args.config)
@@ -103,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config}: " + "\n  ".join(["the mesh's TLS settings do not fit together:", *problems]), file=sys.stderr)
         return 2
     try:
-        tiers = [tier_process(t, log=log(f"tier-{t.name}"), env=env, tls=config.upstream_tls) for t in config.tiers]
-        router = router_process(args.config, config, log=log("router"), env=env)
+        tiers = [server for t in config.tiers for server in tier_processes(t, log, env, config.upstream_tls)]
+        workers = ["--workers", str(args.router_workers)] if args.router_workers > 1 else []
+        router = router_process(args.config, config, args=workers, log=log("router"), env=env)
     except ValueError as e:
         print(f"{args.config}: {e}", file=sys.stderr)
         return 2
@@ -116,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     try:
         for t in config.tiers:
-            say(f"starting tier {t.name} ({t.quantization or t.serve.engine}) on {t.address}")
+            where = ", ".join(t.static_addresses) or f"dns {t.dns} (replicas run elsewhere; not started here)"
+            say(f"starting tier {t.name} ({t.quantization or t.serve.engine}) on {where}")
         if supervisor.start(tiers) and supervisor.start([router]):
             print(banner(router.address, [t.name for t in config.tiers], time.monotonic() - started, config), flush=True)
             supervisor.run()
@@ -126,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         # Whatever ended the mesh (Ctrl-C, SIGTERM, a server failing to start), stop what was started.
         why = signal.Signals(stop.signal).name if stop.signal else "start failed"
-        say(f"{why}: draining and stopping the router and {len(tiers)} tiers")
+        say(f"{why}: draining and stopping the router and {len(tiers)} tier servers")
         t0 = time.monotonic()
         stop_all([router, *reversed(tiers)])
         say(f"stopped in {time.monotonic() - t0:.1f} s")

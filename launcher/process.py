@@ -12,20 +12,24 @@ and killed through the group. Every way a server ends goes through `_reap`,
 which kills the rest of the group before the leader is reaped: no engine
 process outlives its tier, whether the tier was stopped, crashed or was
 killed with -9. PR_SET_PDEATHSIG sends the server SIGTERM if whoever started
-it dies, even by SIGKILL, so it drains and stops its engine then.
+it dies, even by SIGKILL, so it drains and stops its engine then. It is set by
+util-linux's `setpriv --pdeathsig` in front of the server's command (the flag
+survives exec), not by a preexec_fn: Python runs a preexec_fn after a full
+fork(), and a child forked from a process whose gRPC threads are busy crashes
+there about one time in three (SIGSEGV before exec).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import shutil
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import grpc
@@ -43,11 +47,7 @@ OWNER_ENV = "QARR_STARTED_BY"
 SHUTDOWN_MARGIN_S = 3.0
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
-_PR_SET_PDEATHSIG = 1
-try:
-    _libc = ctypes.CDLL(None, use_errno=True)  # loaded before any fork: the child only calls it
-except OSError:  # not Linux
-    _libc = None
+SETPRIV = shutil.which("setpriv")  # util-linux; absent: servers do not die with their starter
 
 
 class ServerExited(RuntimeError):
@@ -75,12 +75,9 @@ def local_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _in_child(parent: int) -> None:
-    """Runs in the child between fork and exec: SIGTERM when the starting thread dies (even by SIGKILL)."""
-    if _libc is not None:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
+def with_pdeathsig(argv: Sequence[str]) -> list[str]:
+    """`argv` run so that it gets SIGTERM when the thread that starts it dies (PR_SET_PDEATHSIG)."""
+    return [SETPRIV, "--pdeathsig", "TERM", "--", *argv] if SETPRIV else list(argv)
 
 
 def is_serving(address: str, timeout: float = 1.0, service: str = "", tls: ClientTLS | None = None) -> bool:
@@ -152,16 +149,14 @@ class ServerProcess:
             self.log.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log, "ab") if self.log else None
         try:
-            parent = os.getpid()
             self.proc = subprocess.Popen(
-                self.argv,
+                with_pdeathsig(self.argv),
                 env=self.env if self.env is not None else local_env(),
                 cwd=self.cwd,
                 stdout=out,
                 stderr=subprocess.STDOUT if out else None,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=lambda: _in_child(parent),
             )
         finally:
             if out:
@@ -290,18 +285,35 @@ def stop_all(servers: Iterable[ServerProcess | None], timeout: float | None = No
 
 # ---------------------------------------------------------------- the mesh's servers
 
-def tier_process(spec, log: Path | None = None, env: dict[str, str] | None = None, tls: ClientTLS | None = None) -> ServerProcess:
-    """A tier server for one tier of the mesh file (`mesh.config.TierSpec`), not started yet. `tls`: the
-    credentials its health is checked with when it serves TLS (the mesh's upstream_tls, as the router's)."""
+def tier_process(spec, log: Path | None = None, env: dict[str, str] | None = None, tls: ClientTLS | None = None,
+                 *, replica: int = 0) -> ServerProcess:
+    """A tier server for one replica of a tier of the mesh file (`mesh.config.TierSpec`), not started yet: the
+    replica at `spec.static_addresses[replica]`. `tls`: the credentials its health is checked with when it
+    serves TLS (the mesh's upstream_tls, as the router's)."""
+    from mesh.config import split_address
     from tier_server.config import tier_argv
 
     serve = spec.serve
-    health = f"{spec.host}:{serve.health_port}" if serve.health_port else None
+    address = spec.static_addresses[replica]
+    name = f"tier {spec.name}" if len(spec.static_addresses) == 1 else f"tier {spec.name}#{replica}"
+    # A fixed health port is shifted by the replica's index, as tier_argv does, so replicas on one host differ.
+    health = f"{split_address(address)[0]}:{serve.health_port + replica}" if serve.health_port else None
     return ServerProcess(
-        f"tier {spec.name}", [sys.executable, "-m", "tier_server", *tier_argv(spec)], spec.address, log=log, env=env,
+        name, [sys.executable, "-m", "tier_server", *tier_argv(spec, address, replica)], address, log=log, env=env,
         stop_timeout_s=serve.grace_seconds + serve.drain_notice_seconds + SHUTDOWN_MARGIN_S,
         health_address=health, tls=(tls or ClientTLS()) if serve.tls else None,
     )
+
+
+def tier_processes(spec, log: Callable[[str], Path | None] = lambda name: None,
+                   env: dict[str, str] | None = None, tls: ClientTLS | None = None) -> list[ServerProcess]:
+    """One tier server per listed replica of a tier (none for a dns tier: its replicas run elsewhere).
+    `log(name)`: the log file for a replica named tier-NAME or tier-NAME-I."""
+    n = len(spec.static_addresses)
+    return [
+        tier_process(spec, log(f"tier-{spec.name}" if n == 1 else f"tier-{spec.name}-{i}"), env, tls, replica=i)
+        for i in range(n)
+    ]
 
 
 def router_process(config_path: Path | str, config, *, listen: str | None = None, args: Sequence[str] = (),

@@ -6,7 +6,7 @@
     tls: {...}  upstream_tls: {...}  auth: {...}   # security, off unless set (docs/security.md)
     tiers:
       - name: bf16                     # what the router knows about the tier
-        address: 127.0.0.1:50061
+        address: 127.0.0.1:50061       # one replica; or addresses: [a:p, b:p]; or dns: name:port
         model: .cache/models/smollm2-135m-instruct
         quantization: bf16
         max_model_len: 2048
@@ -153,11 +153,27 @@ class ServeConfig(Strict):
     )
 
 
+def split_address(address: str) -> tuple[str, int]:
+    """("host", port) from "host:port" or "[v6]:port"; ValueError naming what is wrong."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{address!r} is not HOST:PORT")
+    return host, int(port)
+
+
 class TierSpec(Strict):
-    """One tier: where it listens, what it serves, and how its server runs (`serve`)."""
+    """One tier: where its replicas listen, what it serves, and how its servers run (`serve`).
+
+    Replicas are given one of three ways: `address` (one), `addresses` (several), or `dns`
+    (a name:port resolved every `dns_interval_s`, e.g. a Kubernetes headless Service: every
+    address it resolves to is a replica, and replicas come and go with it).
+    """
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    address: str = Field(min_length=1)
+    address: str = ""
+    addresses: list[str] = Field(default_factory=list)
+    dns: str = ""
+    dns_interval_s: float = Field(5.0, gt=0)
     model: str = ""
     quantization: str = ""
     max_model_len: int = Field(2048, gt=0)
@@ -165,23 +181,53 @@ class TierSpec(Strict):
     cost_per_million_tokens: float | None = Field(None, ge=0)
     # tokenizer.json for the context-length check; default: <model>/tokenizer.json when it exists.
     tokenizer: str = ""
-    # Streams this router keeps open to the tier at most; beyond it the tier is skipped.
+    # Streams this router keeps open to each replica of the tier at most; beyond it the replica is skipped.
     max_in_flight: int = Field(256, gt=0)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+
+    @field_validator("address", "dns")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value:
+            split_address(value)
+        return value
+
+    @field_validator("addresses")
+    @classmethod
+    def _distinct_host_ports(cls, addresses: list[str]) -> list[str]:
+        for a in addresses:
+            split_address(a)
+        if len(set(addresses)) != len(addresses):
+            raise ValueError(f"addresses must be distinct, got {addresses}")
+        return addresses
+
+    @model_validator(mode="after")
+    def _one_way_to_find_replicas(self) -> TierSpec:
+        given = [k for k in ("address", "addresses", "dns") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(f"tier {self.name}: set exactly one of address, addresses, dns (got {given or 'none'})")
+        return self
+
+    @property
+    def static_addresses(self) -> list[str]:
+        """The replicas' addresses when they are listed (address / addresses); empty for a dns tier."""
+        return [self.address] if self.address else list(self.addresses)
+
+    @property
+    def host(self) -> str:
+        """The host of the tier's first listed replica, or its dns name (a Service name, in compose or Kubernetes)."""
+        return split_address(self.address or (self.addresses[0] if self.addresses else self.dns))[0]
+
+    @property
+    def port(self) -> int:
+        """The port of the tier's first listed replica, or of its dns name."""
+        return split_address(self.address or (self.addresses[0] if self.addresses else self.dns))[1]
 
     def tokenizer_path(self) -> str:
         if self.tokenizer:
             return self.tokenizer
         default = Path(self.model) / "tokenizer.json" if self.model else None
         return str(default) if default and default.is_file() else ""
-
-    @property
-    def host(self) -> str:
-        return self.address.rpartition(":")[0]
-
-    @property
-    def port(self) -> int:
-        return int(self.address.rpartition(":")[2])
 
 
 class ClassDefaults(Strict):
@@ -198,6 +244,9 @@ class PolicyConfig(Strict):
     cost_weight: float = Field(0.2, ge=0)
     # A tier whose KV cache is fuller than this gets no new work while another tier has headroom.
     kv_pressure_threshold: float = Field(0.88, ge=0, le=1)
+    # Predicted latency blends the profile with the TTFT and decode rate measured live on the tier's
+    # replicas (feedback:): this is the live estimates' weight (0: profile only, 1: live only).
+    live_weight: float = Field(0.5, ge=0, le=1)
     classes: dict[str, ClassDefaults] = Field(
         default_factory=lambda: {
             "fast": ClassDefaults(latency_budget_ms=10_000, min_accuracy=0.0),
@@ -230,12 +279,57 @@ class RetryConfig(Strict):
     backoff_max_s: float = Field(0.5, ge=0)
 
 
+class PickerConfig(Strict):
+    """How the router picks one replica of the chosen tier (router/pick.py)."""
+
+    # Requests whose first N bytes agree (a conversation's opening, a long system prompt) go to the
+    # same replica by rendezvous hashing, where its prefix cache is warm. 0: no affinity, least load only.
+    affinity_prefix_bytes: int = Field(1024, ge=0)
+    # The load threshold: the affinity replica keeps a request while its load (streams running + queued)
+    # is at most affinity_load_ratio x the least-loaded replica's, or affinity_load_slack streams more,
+    # whichever is more, and its KV cache is not past policy.kv_pressure_threshold while another's is;
+    # past it, the least-loaded replica serves the request.
+    affinity_load_ratio: float = Field(1.5, ge=1)
+    affinity_load_slack: float = Field(4.0, ge=0)
+    # Prefixes per tier whose last replica this router process remembers (least recently used go first):
+    # a prefix moved off an overloaded replica stays on the one that now holds its cache. 0: hashing only.
+    affinity_memory: int = Field(10_000, ge=0)
+
+
+class FeedbackConfig(Strict):
+    """Live latency feedback: what the router measures on the streams it relays, per replica
+    (router/live.py); policy.live_weight says how much it counts in predicted latency."""
+
+    # EWMA smoothing: each new stream moves the estimate this fraction of the way.
+    alpha: float = Field(0.2, gt=0, le=1)
+    # Streams a replica must have relayed before its live estimate counts.
+    min_samples: int = Field(3, ge=1)
+    # With no new stream, an estimate's weight halves this often (so a replica that lost its traffic
+    # to a slow spell is tried again once the estimate has faded).
+    stale_half_life_s: float = Field(30.0, gt=0)
+
+
 class RequestLimits(Strict):
     """What the router accepts before any tokenizing or routing; beyond it INVALID_ARGUMENT."""
 
     max_prompt_bytes: int = Field(1 << 20, gt=0, description="UTF-8 bytes of prompt plus every message's content")
     max_messages: int = Field(512, gt=0)
     max_request_id_chars: int = Field(128, gt=0)
+
+
+class HttpConfig(Strict):
+    """The OpenAI-compatible HTTP door of the router (router/http/, docs/http.md): same core, own port."""
+
+    enabled: bool = Field(False, description="serve POST /v1/chat/completions and friends beside gRPC")
+    listen: str = Field("127.0.0.1:8000", description="HOST:PORT of the HTTP door (port 0: any free port)")
+    default_model: str = Field(
+        "auto", min_length=1, max_length=128,
+        description="a model name that routes like 'auto' (e.g. the name a tool insists on); tier names pin",
+    )
+    request_timeout_s: float | None = Field(
+        600.0, gt=0, description="deadline of a request that sends no x-qarr-timeout-ms header (unset: none)"
+    )
+    max_body_bytes: int = Field(4 << 20, gt=0, description="largest request body accepted (413 beyond it)")
 
 
 class MeshConfig(Strict):
@@ -248,6 +342,8 @@ class MeshConfig(Strict):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
+    picker: PickerConfig = Field(default_factory=PickerConfig)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     # Streams the router relays at once; beyond it RESOURCE_EXHAUSTED at once.
     max_in_flight: int = Field(1024, gt=0)
     # Health Check (besides Watch) and GetLoad are polled this often, each call with this deadline.
@@ -276,6 +372,8 @@ class MeshConfig(Strict):
     reflection: bool = True  # gRPC server reflection on the router's listener (behind the token when auth is on)
     # HOST:PORT of a plaintext listener serving grpc.health.v1 alone, for probes that cannot do TLS (Kubernetes).
     health_listen: str | None = None
+    # The OpenAI-compatible HTTP door (off unless enabled).
+    http: HttpConfig = Field(default_factory=HttpConfig)
 
     @field_validator("tiers")
     @classmethod
@@ -299,6 +397,16 @@ class MeshConfig(Strict):
             )
         if self.max_in_flight_per_caller is not None and self.auth is None:
             raise ValueError("max_in_flight_per_caller needs auth: without tokens every call is the same caller")
+        return self
+
+    @model_validator(mode="after")
+    def _model_names_distinct(self) -> MeshConfig:
+        """Over HTTP a model name is a tier name or a name that routes: they must not collide."""
+        if self.http.enabled:
+            routed = {"auto", self.http.default_model}
+            clash = sorted(routed & {t.name for t in self.tiers})
+            if clash:
+                raise ValueError(f"tier name {clash[0]!r} is also a routing model name of http (auto, default_model)")
         return self
 
     def tier(self, name: str) -> TierSpec:

@@ -135,11 +135,13 @@ def _add_extra_fields(logger, method_name, event_dict):
     return event_dict
 
 
-def configure_logging(fmt: LogFormat = "auto", level: str | int = "INFO", stream: IO[str] | None = None) -> logging.Handler:
+def configure_logging(
+    fmt: LogFormat = "auto", level: str | int = "INFO", stream: IO[str] | None = None, fields: Mapping[str, object] | None = None
+) -> logging.Handler:
     """Route all stdlib logging through structlog: one JSON object per line, or a readable console line.
 
-    `auto` picks console on a TTY and JSON otherwise. Returns the installed handler
-    (tests remove it again).
+    `auto` picks console on a TTY and JSON otherwise. `fields`: added to every line (a router
+    worker's index). Returns the installed handler (tests remove it again).
     """
     import structlog
 
@@ -152,6 +154,8 @@ def configure_logging(fmt: LogFormat = "auto", level: str | int = "INFO", stream
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_extra_fields,
     ]
+    if fields:
+        shared.append(lambda logger, method_name, event_dict: {**event_dict, **fields})
     if fmt == "json":
         final = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     else:

@@ -22,7 +22,7 @@ from profiler.evaluate import EvalResult, evaluate
 from profiler.gate import apply_gate, default_reference
 from profiler.measure import Speed, TierProbe
 from profiler.memory import PeakMemorySampler, pid_listening_on
-from mesh.config import ClientTLS
+from mesh.config import ClientTLS, split_address
 from profiler.outcomes import Outcome
 from profiler.stats import percentile
 from profiler.tiers import TierSpec
@@ -121,7 +121,7 @@ def _tier_tls(spec: TierSpec, s: ProfileSettings) -> ClientTLS | None:
 
 async def _measure(spec: TierSpec, items: list[EvalItem], s: ProfileSettings, progress: Progress,
                    speed: bool) -> tuple[Speed | None, EvalResult]:
-    probe = TierProbe(spec.address, _tier_tls(spec, s))
+    probe = TierProbe(replica_address(spec), _tier_tls(spec, s))
     try:
         measured = await _measure_speed(probe, s, progress, spec.name) if speed else None
         if measured:
@@ -134,14 +134,22 @@ async def _measure(spec: TierSpec, items: list[EvalItem], s: ProfileSettings, pr
         await probe.close()
 
 
+def replica_address(spec: TierSpec) -> str:
+    """The replica a tier is profiled on: its first listed address (replicas of a tier are alike)."""
+    if not spec.static_addresses:
+        raise SystemExit(f"tier {spec.name}: a dns tier cannot be profiled here; list an address for it")
+    return spec.static_addresses[0]
+
+
 def measure_tier(spec: TierSpec, items: list[EvalItem], s: ProfileSettings, progress: Progress,
                  speed: bool = True) -> TierMeasurement:
     """Start the tier (or use the running one), measure it while sampling its memory, stop it."""
     tls = _tier_tls(spec, s)
     started, start_s = None, 0.0
+    address = replica_address(spec)
     if s.start_tiers:
-        if is_serving(spec.address, tls=tls):
-            raise SystemExit(f"tier {spec.name}: something already serves {spec.address}; "
+        if is_serving(address, tls=tls):
+            raise SystemExit(f"tier {spec.name}: something already serves {address}; "
                              "use --running to profile running tiers")
         console.print(f"[bold]{spec.name}[/]: starting tier server ({spec.quantization}, {spec.model})")
         started = tier_process(spec, log=s.log_dir / f"{spec.name}.log", tls=s.tls).start()
@@ -154,9 +162,9 @@ def measure_tier(spec: TierSpec, items: list[EvalItem], s: ProfileSettings, prog
         pid = started.pid
         console.print(f"[bold]{spec.name}[/]: SERVING after {start_s:.0f} s")
     else:
-        if not is_serving(spec.address, tls=tls):
-            raise SystemExit(f"tier {spec.name}: nothing SERVING at {spec.address} (drop --running to start it)")
-        pid = pid_listening_on(spec.port)
+        if not is_serving(address, tls=tls):
+            raise SystemExit(f"tier {spec.name}: nothing SERVING at {address} (drop --running to start it)")
+        pid = pid_listening_on(split_address(address)[1])
     try:
         with PeakMemorySampler(pid) as mem:
             sp, evals = asyncio.run(_measure(spec, items, s, progress, speed))

@@ -1,10 +1,13 @@
-"""One Backend per tier: its channel, raw-bytes Generate, breaker, and health and load kept up to date.
+"""Tiers and their replicas: one Backend per replica (channel, raw-bytes Generate, breaker, health, load,
+in-flight count, live latency), one Tier per tier (its replicas, listed or found by DNS, and their aggregates).
 
-Health comes from two feeds: grpc.health.v1 Watch (pushed at once) and Check on
-an interval with a deadline (catches a tier that hangs without closing its
-connection). NOT_SERVING from either trips the breaker; SERVING again lets it
-probe at once (HALF_OPEN). Load comes from GetLoad polled on an interval, and
-from the last message of each stream (core.py).
+Health comes from two feeds per replica: grpc.health.v1 Watch (pushed at once) and Check on
+an interval with a deadline (catches a replica that hangs without closing its connection).
+NOT_SERVING from either trips the replica's breaker; SERVING again lets it probe at once
+(HALF_OPEN). Load comes from GetLoad polled on an interval, and from the last message of
+each stream (core.py). A `dns:` tier re-resolves its name every `dns_interval_s` through a
+resolver (the event loop's getaddrinfo unless one is injected): new addresses become
+replicas, vanished ones stop taking new streams and close once their streams end.
 """
 
 from __future__ import annotations
@@ -12,16 +15,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mesh.config import BreakerConfig, MeshConfig, TierSpec, split_address
 from qarr.v1 import common_pb2, tier_service_pb2, tier_service_pb2_grpc
-from router.breaker import Breaker
+from router.breaker import Breaker, State
 from router.choose import LiveState
-from mesh.config import BreakerConfig, MeshConfig, TierSpec
+from router.live import LiveStats
+from router.pick import Pick, ReplicaView, pick_replica, stable_id
 from mesh.tls import open_channel
 
 log = logging.getLogger("qarr.router")
@@ -41,6 +48,19 @@ CHANNEL_OPTIONS = (
 TIER_SERVICE = tier_service_pb2.DESCRIPTOR.services_by_name["TierService"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
+# host, port -> "host:port" of every replica the name resolves to now (raises OSError when it cannot).
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def resolve_dns(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to (A and AAAA records), as sorted "ip:port" strings."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    found = set()
+    for family, _, _, _, sockaddr in infos:
+        ip = sockaddr[0]
+        found.add(f"[{ip}]:{port}" if family == socket.AF_INET6 else f"{ip}:{port}")
+    return sorted(found)
+
 
 def channel_options(config: MeshConfig) -> tuple:
     """Reconnect within half a health interval when a tier comes back (gRPC's default backoff grows to
@@ -50,7 +70,9 @@ def channel_options(config: MeshConfig) -> tuple:
 
 
 def tier_channel(address: str, config: MeshConfig) -> grpc.aio.Channel:
-    """The router's channel to a tier: TLS (mutual when upstream_tls has a client certificate) or plaintext."""
+    """The router's channel to one replica of a tier (the one place channels to tiers are made): TLS (mutual
+    when upstream_tls has a client certificate) or plaintext. Replicas found by DNS are dialled by IP: give
+    upstream_tls.server_name for the name their certificates carry."""
     return open_channel(address, config.upstream_tls, channel_options(config))
 
 
@@ -59,13 +81,18 @@ def new_breaker(config: BreakerConfig, clock: Callable[[], float]) -> Breaker:
 
 
 class Backend:
+    """One replica of a tier: an address with its own channel, health, breaker, load, in-flight count and live stats."""
+
     def __init__(
-        self, spec: TierSpec, config: MeshConfig, clock: Callable[[], float] = time.monotonic, changed: asyncio.Event | None = None
+        self, spec: TierSpec, config: MeshConfig, clock: Callable[[], float] = time.monotonic,
+        changed: asyncio.Event | None = None, address: str | None = None,
     ) -> None:
         self.spec = spec
-        self.name = spec.name
+        self.name = spec.name  # the tier's name
+        self.address = address or spec.static_addresses[0]
+        self.id = stable_id(self.address)
         self.config = config
-        self.channel = tier_channel(spec.address, config)
+        self.channel = tier_channel(self.address, config)
         # Bytes in, bytes out: the router forwards request and chunks without re-encoding.
         self.generate = self.channel.unary_stream("/qarr.v1.TierService/Generate")
         self.tier_stub = tier_service_pb2_grpc.TierServiceStub(self.channel)
@@ -75,29 +102,33 @@ class Backend:
         self.load = common_pb2.Load()
         self.in_flight = 0
         self.silent_since: float | None = None  # monotonic time of the first health Check still unanswered
+        self.served = 0  # streams that ended OK here
+        f = config.feedback
+        self.stats = LiveStats(f.alpha, f.min_samples, f.stale_half_life_s)
         self.changed = changed if changed is not None else asyncio.Event()  # set on every health change
         self._tasks: list[asyncio.Task] = []
 
+    def __repr__(self) -> str:
+        return f"Backend({self.name!r}, {self.address!r})"
+
     def start(self) -> None:
+        where = f"{self.name}@{self.address}"
         self._tasks = [
-            asyncio.create_task(self._watch_health(), name=f"health-watch-{self.name}"),
-            asyncio.create_task(self._check_health(), name=f"health-check-{self.name}"),
-            asyncio.create_task(self._poll_load(), name=f"load-{self.name}"),
+            asyncio.create_task(self._watch_health(), name=f"health-watch-{where}"),
+            asyncio.create_task(self._check_health(), name=f"health-check-{where}"),
+            asyncio.create_task(self._poll_load(), name=f"load-{where}"),
         ]
 
-    def live(self) -> LiveState:
+    def view(self) -> ReplicaView:
         load = self.load
-        return LiveState(
-            serving=self.serving,
-            breaker_allows=self.breaker.allows(),
-            in_flight=self.in_flight,
-            running=load.running_requests,
-            waiting=load.waiting_requests,
-            kv_cache_usage=load.kv_cache_usage,
+        return ReplicaView(
+            address=self.address, id=self.id, serving=self.serving, breaker_allows=self.breaker.allows(),
+            in_flight=self.in_flight, max_in_flight=self.spec.max_in_flight, running=load.running_requests,
+            waiting=load.waiting_requests, kv_cache_usage=load.kv_cache_usage,
         )
 
     async def _watch_health(self, retry_s: float = 0.5) -> None:
-        """Follow grpc.health.v1 Watch; any break marks the tier not serving until it answers again."""
+        """Follow grpc.health.v1 Watch; any break marks the replica not serving until it answers again."""
         request = health_pb2.HealthCheckRequest(service=TIER_SERVICE)
         while True:
             try:
@@ -109,7 +140,7 @@ class Backend:
             await asyncio.sleep(retry_s)
 
     async def _check_health(self) -> None:
-        """grpc.health.v1 Check every health_interval_s with a deadline: a hung tier counts as down."""
+        """grpc.health.v1 Check every health_interval_s with a deadline: a hung replica counts as down."""
         request = health_pb2.HealthCheckRequest(service=TIER_SERVICE)
         while True:
             await asyncio.sleep(self.config.health_interval_s)
@@ -134,9 +165,9 @@ class Backend:
 
     def _set_serving(self, serving: bool) -> None:
         if serving != self.serving:
-            log.info("tier %s is %s", self.name, "SERVING" if serving else "NOT_SERVING")
+            log.info("tier %s replica %s is %s", self.name, self.address, "SERVING" if serving else "NOT_SERVING")
             if self.serving and not serving:
-                # Trip on the fall only: a tier never seen SERVING is not eligible anyway, and
+                # Trip on the fall only: a replica never seen SERVING is not eligible anyway, and
                 # should not start its life with an open breaker because its first check was slow.
                 self.breaker.trip()
             elif serving and self.serving is False:
@@ -151,6 +182,8 @@ class Backend:
         self.config = config
         b = config.breaker
         self.breaker.configure(b.failure_threshold, b.open_base_s, b.open_max_s, b.half_open_probes)
+        f = config.feedback
+        self.stats.configure(f.alpha, f.min_samples, f.stale_half_life_s)
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -160,40 +193,232 @@ class Backend:
                 await task
         await self.channel.close()
 
+    async def retire(self, grace_s: float) -> None:
+        """Stop watching it now; close it once its streams ended, or after `grace_s`."""
+        deadline = time.monotonic() + grace_s
+        while self.in_flight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await self.close()
+
+
+def _best_breaker(states: Iterable[State]) -> State:
+    """The tier-level breaker state: CLOSED if any replica's is, else HALF_OPEN if any, else OPEN."""
+    states = set(states)
+    for state in (State.CLOSED, State.HALF_OPEN):
+        if state in states:
+            return state
+    return State.OPEN
+
+
+class Tier:
+    """One tier: its replicas and the aggregates choose_tier and ListTiers see."""
+
+    def __init__(
+        self, spec: TierSpec, config: MeshConfig, clock: Callable[[], float], changed: asyncio.Event,
+        resolver: Resolver = resolve_dns,
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.config = config
+        self.clock = clock
+        self.changed = changed
+        self.resolver = resolver
+        self.replicas: dict[str, Backend] = {a: self._new(a) for a in spec.static_addresses}
+        self.resolved_at: float | None = None  # monotonic time of the last good DNS answer
+        self.placed: OrderedDict[int, str] = OrderedDict()  # prefix key -> the replica that last took it (LRU)
+        self._started = False
+        self._discovery: asyncio.Task | None = None
+        self._retiring: set[asyncio.Task] = set()
+
+    def _new(self, address: str) -> Backend:
+        return Backend(self.spec, self.config, self.clock, self.changed, address)
+
+    def start(self) -> None:
+        self._started = True
+        for b in self.replicas.values():
+            b.start()
+        self._follow_dns()
+
+    def _follow_dns(self) -> None:
+        if self._discovery is not None:
+            self._discovery.cancel()
+            self._discovery = None
+        if self.spec.dns and self._started:
+            self._discovery = asyncio.create_task(self._discover(), name=f"dns-{self.name}")
+
+    async def _discover(self) -> None:
+        """Resolve the tier's name now and every dns_interval_s; a failed lookup keeps the replicas known."""
+        host, port = split_address(self.spec.dns)
+        while True:
+            try:
+                addresses = await self.resolver(host, port)
+            except OSError as e:
+                log.warning("tier %s: cannot resolve %s (%s); keeping its %d replicas", self.name, self.spec.dns, e, len(self.replicas))
+            else:
+                self.resolved_at = time.monotonic()
+                self.set_addresses(addresses)
+            await asyncio.sleep(self.spec.dns_interval_s)
+
+    def set_addresses(self, addresses: Iterable[str]) -> None:
+        """Make the replicas exactly `addresses`: open new ones, retire the ones gone (they finish their streams)."""
+        wanted = list(dict.fromkeys(addresses))
+        old = self.replicas
+        if list(old) == wanted:
+            return
+        new = {}
+        for a in wanted:
+            b = old.get(a)
+            if b is None:
+                b = self._new(a)
+                if self._started:
+                    b.start()
+            new[a] = b
+        gone = [b for a, b in old.items() if a not in new]
+        self.replicas = new
+        added = [a for a in wanted if a not in old]
+        if added or gone:
+            log.info("tier %s replicas now %s (added %s, dropped %s)", self.name, wanted, added, [b.address for b in gone])
+        for b in gone:
+            task = asyncio.create_task(b.retire(self.config.grace_seconds), name=f"retire-{self.name}@{b.address}")
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        self.changed.set()
+
+    def reconfigure(self, spec: TierSpec, config: MeshConfig) -> None:
+        """New settings (config reload): replicas whose address stays keep their state."""
+        dns_changed = spec.dns != self.spec.dns or spec.dns_interval_s != self.spec.dns_interval_s
+        self.spec, self.config = spec, config
+        for b in self.replicas.values():
+            b.reconfigure(spec, config)
+        if dns_changed:
+            self._follow_dns()  # stops following, or follows the new name (replicas change at its first answer)
+        if not spec.dns:
+            self.set_addresses(spec.static_addresses)
+
+    # --- aggregates --------------------------------------------------------
+
+    @property
+    def serving(self) -> bool | None:
+        """True when some replica is SERVING; None when none has been heard from (or there are none yet)."""
+        states = [b.serving for b in self.replicas.values()]
+        if any(states):
+            return True
+        return False if any(s is False for s in states) else None
+
+    @property
+    def in_flight(self) -> int:
+        return sum(b.in_flight for b in self.replicas.values())
+
+    @property
+    def breaker_state(self) -> State:
+        return _best_breaker(b.breaker.state for b in self.replicas.values())
+
+    @property
+    def load(self) -> common_pb2.Load:
+        """Running and waiting summed over the replicas; KV-cache use their mean."""
+        loads = [b.load for b in self.replicas.values()]
+        return common_pb2.Load(
+            running_requests=sum(x.running_requests for x in loads),
+            waiting_requests=sum(x.waiting_requests for x in loads),
+            kv_cache_usage=sum(x.kv_cache_usage for x in loads) / len(loads) if loads else 0.0,
+        )
+
+    def ready(self) -> bool:
+        """Some replica is SERVING and its breaker is not OPEN."""
+        return any(b.serving and b.breaker.state is not State.OPEN for b in self.replicas.values())
+
+    def live(self) -> LiveState:
+        """The tier as choose_tier sees it: serving and breaker from any replica; load, KV use and room
+        from the least-loaded usable replica (the one the picker tends to take); live latency the mean
+        of the usable replicas' estimates, as fresh as the freshest."""
+        views = [b.view() for b in self.replicas.values()]
+        serving = self.serving
+        usable = [v for v in views if v.serving and v.breaker_allows]
+        if not usable:
+            return LiveState(serving=serving, breaker_allows=not serving)
+        best = min(usable, key=lambda v: (v.in_flight >= v.max_in_flight, v.load, v.kv_cache_usage))
+        stats = [self.replicas[v.address].stats for v in usable]
+        ttfts = [e for s in stats if (e := s.ttft_estimate_ms) is not None]
+        tpots = [e for s in stats if (e := s.tpot_estimate_ms) is not None]
+        now = self.clock()
+        return LiveState(
+            serving=True,
+            breaker_allows=True,
+            in_flight=best.in_flight,
+            running=best.running,
+            waiting=best.waiting,
+            kv_cache_usage=min(v.kv_cache_usage for v in usable),
+            ttft_ms=sum(ttfts) / len(ttfts) if ttfts else None,
+            tpot_ms=sum(tpots) / len(tpots) if tpots else None,
+            freshness=max(s.freshness(now) for s in stats),
+        )
+
+    def pick(self, key: int | None, seed: int, exclude: set[str]) -> tuple[Backend, Pick] | None:
+        """The replica for this attempt (router/pick.py), or None when no replica can take it. Remembers
+        which replica took the prefix (`affinity_memory` most recent prefixes)."""
+        picker = self.config.picker
+        placed = self.placed
+        chosen = pick_replica(
+            [b.view() for b in self.replicas.values()], key, seed,
+            ratio=picker.affinity_load_ratio, slack=picker.affinity_load_slack,
+            kv_threshold=self.config.policy.kv_pressure_threshold, exclude=exclude,
+            preferred=placed.get(key) if key is not None else None,
+        )
+        if chosen is None:
+            return None
+        if key is not None and picker.affinity_memory:
+            placed[key] = chosen.address
+            placed.move_to_end(key)
+            while len(placed) > picker.affinity_memory:
+                placed.popitem(last=False)
+        return self.replicas[chosen.address], chosen
+
+    async def close(self) -> None:
+        if self._discovery is not None:
+            self._discovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._discovery
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*(b.close() for b in self.replicas.values()), *self._retiring, return_exceptions=True)
+
 
 class BackendPool:
-    def __init__(self, config: MeshConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    """Every tier of the mesh, by name."""
+
+    def __init__(self, config: MeshConfig, clock: Callable[[], float] = time.monotonic, resolver: Resolver = resolve_dns) -> None:
         self.clock = clock
-        self.changed = asyncio.Event()  # set when any tier's health changes
-        self.backends = {s.name: Backend(s, config, clock, self.changed) for s in config.tiers}
+        self.resolver = resolver
+        self.changed = asyncio.Event()  # set when any replica's health or any tier's replica set changes
+        self.tiers = {s.name: Tier(s, config, clock, self.changed, resolver) for s in config.tiers}
         self._started = False
 
     def start(self) -> None:
         self._started = True
-        for b in self.backends.values():
-            b.start()
+        for t in self.tiers.values():
+            t.start()
 
-    def swap(self, config: MeshConfig) -> list[Backend]:
-        """Follow a new config at once: keep tiers whose address is unchanged, open new ones.
-        Returns the backends dropped; close them with `retire` (their open streams end with them)."""
-        old = self.backends
-        new: dict[str, Backend] = {}
+    def swap(self, config: MeshConfig) -> list[Tier]:
+        """Follow a new config at once: keep tiers by name (replicas whose address stays keep their state),
+        open new ones. Returns the tiers dropped; close them with `retire` (their open streams end with them)."""
+        old = self.tiers
+        new: dict[str, Tier] = {}
         for spec in config.tiers:
-            b = old.get(spec.name)
-            if b is not None and b.spec.address == spec.address:
-                b.reconfigure(spec, config)
+            t = old.get(spec.name)
+            if t is not None:
+                t.reconfigure(spec, config)
             else:
-                b = Backend(spec, config, self.clock, self.changed)
+                t = Tier(spec, config, self.clock, self.changed, self.resolver)
                 if self._started:
-                    b.start()
-            new[spec.name] = b
-        self.backends = new
+                    t.start()
+            new[spec.name] = t
+        self.tiers = new
         self.changed.set()
-        return [b for name, b in old.items() if new.get(name) is not b]
+        return [t for name, t in old.items() if new.get(name) is not t]
 
     @staticmethod
-    async def retire(gone: list[Backend]) -> None:
-        await asyncio.gather(*(b.close() for b in gone))
+    async def retire(gone: list[Tier]) -> None:
+        await asyncio.gather(*(t.close() for t in gone))
 
     async def close(self) -> None:
-        await asyncio.gather(*(b.close() for b in self.backends.values()))
+        await asyncio.gather(*(t.close() for t in self.tiers.values()))

@@ -59,6 +59,10 @@ class LiveState:
     running: int = 0
     waiting: int = 0
     kv_cache_usage: float = 0.0
+    # Live estimates from the streams the router relayed (router/live.py); None: too few yet.
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None  # time per output token after the first
+    freshness: float = 1.0  # 1: just measured, towards 0 as the estimates age (scales their weight)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +84,9 @@ def choose_tier(
         return [_pinned(request, tiers, live_state)]
     eligible = _eligible(request, tiers, profiles, live_state)
     budget, floor = _needs(request, policy)
-    predicted = {t.name: predict_ms(profiles.get(t.name), live_state[t.name], request, t) for t in eligible}
+    predicted = {
+        t.name: predict_ms(profiles.get(t.name), live_state[t.name], request, t, policy.live_weight) for t in eligible
+    }
     meeting = [
         t for t in eligible
         if predicted[t.name] is not None and predicted[t.name] <= budget
@@ -168,9 +174,15 @@ def _needs(request: RequestView, policy: PolicyConfig) -> tuple[float, float]:
     return budget, floor
 
 
-def predict_ms(profile: TierProfile | None, live: LiveState, request: RequestView, tier: TierSpec) -> float | None:
+def predict_ms(
+    profile: TierProfile | None, live: LiveState, request: RequestView, tier: TierSpec, live_weight: float = 0.0
+) -> float | None:
     """TTFT (waiting requests queue ahead) + prefill + max_tokens at the per-stream decode rate
-    with this request added to those running. None without a profile."""
+    with this request added to those running. None without a profile.
+
+    With `live_weight` > 0 and live estimates, TTFT and the time per token are blends:
+    (1 - w) x the profile's figure + w x the live one, w = live_weight x the estimates' freshness
+    (the live figures were measured under the load of the moment, so they are not scaled by it again)."""
     if profile is None:
         return None
     prompt = max(request.prompt_tokens.get(tier.name, 0), request.prompt_bytes // BYTES_PER_TOKEN)
@@ -180,7 +192,15 @@ def predict_ms(profile: TierProfile | None, live: LiveState, request: RequestVie
     if profile.decode_tps_cn > 0:
         per_stream = min(profile.decode_tps_c1, profile.decode_tps_cn / streams)
     prefill = prompt / profile.prompt_tps * 1000 if profile.prompt_tps > 0 else 0.0
-    return profile.ttft_ms_p50 * (1 + live.waiting) + prefill + max_tokens / per_stream * 1000
+    ttft = profile.ttft_ms_p50 * (1 + live.waiting) + prefill
+    per_token = 1000 / per_stream
+    w = live_weight * live.freshness
+    if w > 0:
+        if live.ttft_ms is not None:
+            ttft = (1 - w) * ttft + w * live.ttft_ms
+        if live.tpot_ms is not None:
+            per_token = (1 - w) * per_token + w * live.tpot_ms
+    return ttft + max_tokens * per_token
 
 
 def _by_utility(tiers, profiles, predicted, policy: PolicyConfig, accuracy: Mapping[str, float] | None) -> list[TierSpec]:

@@ -13,7 +13,8 @@ The hot path does no per-chunk parsing: a tier's last message is the only one
 whose encoding starts with field 2 (finish_reason), so one byte tells it apart,
 and the router appends its own fields to it (protobuf merges concatenated
 messages; the later value of a field wins). Per request the core parses the
-request once and the last message once (for the tier's load and the log line).
+request once, and the first and last messages once each at the end (for the
+replica's load and live latency, and the log line).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from router.breaker import State
 from router.choose import Candidate, RequestView, choose_tier
 from router.classify import Signals, classify
 from router.errors import CallerBusy, Overloaded, RouteError, StreamInterrupted
+from router.pick import affinity_key
 from router.profiles import Profiles, TierProfile
 from router.request import parse_request
 from router.retry_budget import RetryBudget
@@ -60,6 +62,34 @@ class Call:
     time_remaining: Callable[[], float | None] = _no_deadline  # seconds to the caller's deadline; None: none
     metadata: Callable[[], Sequence | None] | None = None  # the incoming metadata (trace parent), read only when tracing
     caller: str = ""  # who is calling, as the door's token check named it ("" when auth is off)
+    # Set by the core once a tier has answered, before the first chunk is yielded: who serves the call
+    # (an adapter that must send headers before the stream starts, like HTTP, reads them there).
+    tier: str = ""
+    routing_reason: str = ""
+    attempts: int = 0
+    replica: str = ""  # the address of the tier's replica
+
+
+@dataclass(frozen=True, slots=True)
+class LiveLatency:
+    """Live estimates (router/live.py); None: too few streams yet."""
+
+    ttft_ms: float | None
+    decode_tps: float | None
+    samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaState:
+    """One replica of a tier as ListTiers shows it."""
+
+    address: str
+    serving: bool | None
+    breaker: State
+    in_flight: int
+    load: common_pb2.Load
+    live: LiveLatency
+    served: int
 
 
 @dataclass(slots=True, eq=False)
@@ -79,18 +109,20 @@ CUT_DRAIN, CUT_STALLED = "drain", "stalled"
 
 @dataclass(frozen=True, slots=True)
 class TierState:
-    """One tier as ListTiers (or /v1/models) shows it."""
+    """One tier as ListTiers (or /v1/models) shows it: aggregates over its replicas, and each replica."""
 
     name: str
     model: str
     quantization: str
-    address: str
+    address: str  # how its replicas are found: an address, addresses comma-separated, or dns:NAME:PORT
     max_model_len: int
     serving: bool | None  # None: not heard from yet
     breaker: State
     in_flight: int
     load: common_pb2.Load
     profile: TierProfile | None
+    replicas: tuple[ReplicaState, ...] = ()
+    live: LiveLatency = LiveLatency(None, None, 0)
 
 
 class Router:
@@ -102,10 +134,11 @@ class Router:
         self.budget = RetryBudget(config.retry.budget_ratio, config.retry.budget_burst)
         self.tokens = TokenCounter()
         self.in_flight = 0
+        self.requests = 0  # breaks the replica picker's ties
         self._peak_in_flight = 0  # highest in_flight since take_peak_in_flight() was last called
         self._relaying: set[Relay] = set()  # tier streams being relayed (cut_streams and cut_stalled end them)
         self.in_flight_by_caller: dict[str, int] = {}  # only callers counted against max_in_flight_per_caller
-        self._trailers: dict[tuple[str, str, int, str], bytes] = {}
+        self._trailers: dict[tuple[str, str, int, str, str], bytes] = {}
 
     async def apply(self, config: MeshConfig, profiles: Profiles) -> None:
         """Switch to a new config and profiles (hot reload); streams in flight keep their tier."""
@@ -147,8 +180,8 @@ class Router:
         return peak
 
     def ready(self) -> bool:
-        """Some tier is SERVING and its breaker lets traffic through: the router can serve a request now."""
-        return any(b.serving and b.breaker.state is not State.OPEN for b in self.pool.backends.values())
+        """Some replica of some tier is SERVING and its breaker lets traffic through: the router can serve now."""
+        return any(t.ready() for t in self.pool.tiers.values())
 
     def predictor(self) -> str:
         """The id of the accuracy predictor in force ("" when the tiers' profiled accuracy ranks them)."""
@@ -156,14 +189,27 @@ class Router:
         return predictor.id if predictor is not None else ""
 
     def tiers(self) -> list[TierState]:
-        return [
-            TierState(
-                name=b.spec.name, model=b.spec.model, quantization=b.spec.quantization, address=b.spec.address,
-                max_model_len=b.spec.max_model_len, serving=b.serving, breaker=b.breaker.state, in_flight=b.in_flight,
-                load=b.load, profile=self.profiles.tiers.get(b.spec.name),
+        states = []
+        for t in self.pool.tiers.values():
+            spec = t.spec
+            replicas = tuple(
+                ReplicaState(
+                    address=b.address, serving=b.serving, breaker=b.breaker.state, in_flight=b.in_flight, load=b.load,
+                    live=LiveLatency(b.stats.ttft_estimate_ms, b.stats.decode_estimate_tps, b.stats.ttft_samples),
+                    served=b.served,
+                )
+                for b in t.replicas.values()
             )
-            for b in self.pool.backends.values()
-        ]
+            live = t.live()
+            decode = 1000 / live.tpot_ms if live.tpot_ms else None
+            states.append(TierState(
+                name=spec.name, model=spec.model, quantization=spec.quantization,
+                address=f"dns:{spec.dns}" if spec.dns else ",".join(spec.static_addresses),
+                max_model_len=spec.max_model_len, serving=t.serving, breaker=t.breaker_state, in_flight=t.in_flight,
+                load=t.load, profile=self.profiles.tiers.get(spec.name), replicas=replicas,
+                live=LiveLatency(live.ttft_ms, decode, sum(r.live.samples for r in replicas)),
+            ))
+        return states
 
     async def route(self, raw: bytes, call: Call) -> AsyncIterator[bytes]:
         """The tier's messages for one serialized qarr.v1.GenerateRequest; raises RouteError."""
@@ -185,11 +231,16 @@ class Router:
             rq.caller = call.caller
             self.budget.on_request()
             candidates, predictor = await self._choose(request)
+            key = affinity_key(request.prompt, ((m.role, m.content) for m in request.messages), self.config.picker.affinity_prefix_bytes)
+            self.requests += 1
             up = await open_upstream(
-                raw, candidates, self.pool.backends, self.budget, self.config.retry, call.time_remaining, rq.routed
+                raw, candidates, self.pool.tiers, self.budget, self.config.retry, call.time_remaining, rq.routed,
+                key, self.requests,
             )
             backend, candidate = up.backend, up.candidate
-            trailer = self._trailer(backend.name, candidate.reason, up.attempts, predictor)
+            rq.replica, rq.pick = backend.address, up.pick
+            call.tier, call.routing_reason, call.attempts, call.replica = backend.name, candidate.reason, up.attempts, backend.address
+            trailer = self._trailer(backend.name, candidate.reason, up.attempts, predictor, backend.address)
             relay = Relay(backend, up.call, up.first)
             code = None
             self._relaying.add(relay)
@@ -212,7 +263,7 @@ class Router:
                 if not (relay.cut and up.call.cancelled() and not _being_cancelled()):
                     raise
                 delivered = pb.GenerateResponse.FromString(relay.last).generated_tokens
-                yield self._error_message(delivered, candidate, backend.name, up.attempts, predictor)
+                yield self._error_message(delivered, candidate, backend.name, up.attempts, predictor, backend.address)
                 if relay.cut == CUT_DRAIN:
                     code = grpc.StatusCode.CANCELLED  # not the tier's fault
                     raise StreamInterrupted(
@@ -228,7 +279,7 @@ class Router:
                 code = e.code()
                 # Text already reached the caller: no retry. Say how much was delivered.
                 delivered = pb.GenerateResponse.FromString(relay.last).generated_tokens
-                yield self._error_message(delivered, candidate, backend.name, up.attempts, predictor)
+                yield self._error_message(delivered, candidate, backend.name, up.attempts, predictor, backend.address)
                 raise StreamInterrupted(
                     f"tier {backend.name} failed after {delivered} tokens: {(e.details() or code.name)[:256]}",
                     code.name, delivered, tier=backend.name,
@@ -239,7 +290,7 @@ class Router:
                 up.call.cancel()
                 up.settle(code)
                 if code is grpc.StatusCode.OK:
-                    backend.load = tier_service_pb2.TierServiceGenerateResponse.FromString(last).load
+                    self._feedback(up, last)
         except RouteError as e:
             status, error = e.code, e
             raise
@@ -254,6 +305,16 @@ class Router:
                 rq = self.telemetry.request_started("", None, started, call.metadata)
                 rq.caller = call.caller
             rq.finished(status, last, error)
+
+    def _feedback(self, up, last: bytes) -> None:
+        """A stream ended OK: the replica's load from its last message, and its live latency."""
+        ended = time.perf_counter()
+        backend = up.backend
+        final = tier_service_pb2.TierServiceGenerateResponse.FromString(last)
+        backend.load = final.load
+        backend.served += 1
+        first_tokens = final.generated_tokens if up.first is last else pb.GenerateResponse.FromString(up.first).generated_tokens
+        backend.stats.record(self.pool.clock(), up.first_at - up.began, final.generated_tokens - first_tokens, ended - up.first_at)
 
     def _admit(self, caller: str) -> tuple[Overloaded | None, str | None]:
         """Admission: the router's stream limit, then the caller's (when one is set and the door named a
@@ -286,7 +347,7 @@ class Router:
     async def _choose(self, request: pb.GenerateRequest) -> tuple[list[Candidate], str]:
         """Candidates, and the id of the accuracy predictor that ranked them ("" when none did)."""
         view, predictor = await self._view(request)
-        live = {name: b.live() for name, b in self.pool.backends.items()}
+        live = {name: t.live() for name, t in self.pool.tiers.items()}
         return choose_tier(view, self.config.tiers, self.profiles.tiers, live, self.config.policy), predictor
 
     async def _view(self, request: pb.GenerateRequest) -> tuple[RequestView, str]:
@@ -326,18 +387,20 @@ class Router:
         )
         return view, (predictor.id if accuracy is not None else "")
 
-    def _trailer(self, tier: str, reason: str, attempts: int, predictor: str) -> bytes:
-        key = (tier, reason, attempts, predictor)
+    def _trailer(self, tier: str, reason: str, attempts: int, predictor: str, replica: str) -> bytes:
+        key = (tier, reason, attempts, predictor, replica)
         trailer = self._trailers.get(key)
         if trailer is None:
+            if len(self._trailers) >= 4096:  # replicas found by DNS come and go
+                self._trailers.clear()
             trailer = pb.GenerateResponse(
-                tier=tier, routing_reason=reason, attempts=attempts, predictor=predictor
+                tier=tier, routing_reason=reason, attempts=attempts, predictor=predictor, replica=replica
             ).SerializeToString()
             self._trailers[key] = trailer
         return trailer
 
     @staticmethod
-    def _error_message(delivered: int, candidate: Candidate, tier: str, attempts: int, predictor: str) -> bytes:
+    def _error_message(delivered: int, candidate: Candidate, tier: str, attempts: int, predictor: str, replica: str) -> bytes:
         return pb.GenerateResponse(
             finish_reason=common_pb2.FINISH_REASON_ERROR,
             usage=common_pb2.Usage(completion_tokens=delivered),
@@ -346,4 +409,5 @@ class Router:
             routing_reason=candidate.reason,
             attempts=attempts,
             predictor=predictor,
+            replica=replica,
         ).SerializeToString()

@@ -13,7 +13,7 @@ from mesh.status import abort
 from qarr.v1 import router_service_pb2 as pb
 from router.auth import current_caller
 from router.breaker import State
-from router.core import Call, Router
+from router.core import Call, LiveLatency, Router
 from router.errors import Overloaded, RouteError
 
 # Domain error -> gRPC status: each error's canonical code is a gRPC status name (google.rpc.Code).
@@ -60,14 +60,25 @@ class RouterService:
                     cost_per_million_tokens=p.cost_per_million_tokens, routable=p.routable,
                     not_routable_reason=p.not_routable_reason,
                 )
+            replicas = [
+                pb.ReplicaInfo(
+                    address=r.address, health=HEALTH[r.serving], breaker=BREAKER[r.breaker], in_flight=r.in_flight,
+                    load=r.load, live=live_latency(r.live), served=r.served,
+                )
+                for r in t.replicas
+            ]
             tiers.append(
                 pb.TierInfo(
                     name=t.name, model=t.model, quantization=t.quantization, address=t.address,
                     max_model_len=t.max_model_len, health=HEALTH[t.serving], in_flight=t.in_flight,
-                    breaker=BREAKER[t.breaker], load=t.load, profile=profile,
+                    breaker=BREAKER[t.breaker], load=t.load, profile=profile, replicas=replicas, live=live_latency(t.live),
                 )
             )
         return pb.ListTiersResponse(tiers=tiers, predictor=self.router.predictor())
+
+
+def live_latency(live: LiveLatency) -> pb.LiveLatency:
+    return pb.LiveLatency(ttft_ms=live.ttft_ms, decode_tokens_per_second=live.decode_tps, samples=live.samples)
 
 
 def handlers(service: RouterService) -> grpc.GenericRpcHandler:

@@ -38,8 +38,9 @@ def parse_request(raw: bytes, limits: RequestLimits) -> pb.GenerateRequest:
     for i, m in enumerate(request.messages):
         if m.role not in ROLES:
             raise InvalidRequest(f"messages[{i}].role must be one of {sorted(ROLES)}, got {clip(m.role)}")
-    if len(request.request_id) > limits.max_request_id_chars:
-        raise InvalidRequest(f"request_id is longer than {limits.max_request_id_chars} characters")
+    if len(request.request_id) > limits.max_request_id_chars or not request.request_id.isprintable():
+        # The same rule as the tiers' (ids reach log lines): no control characters, bounded.
+        raise InvalidRequest(f"request_id must be at most {limits.max_request_id_chars} printable characters")
     routing = request.routing
     if routing.HasField("min_accuracy") and not (0.0 <= routing.min_accuracy <= 1.0):  # NaN fails both
         raise InvalidRequest(f"routing.min_accuracy must be within [0, 1], got {routing.min_accuracy}")

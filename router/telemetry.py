@@ -16,6 +16,7 @@ Metric names (all `qarr_router_`): see docs/observability.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -99,12 +100,23 @@ class RouterTelemetry:
         self.prompt_tokens = Counter("qarr_router_prompt_tokens", "Prompt tokens of finished requests, as the serving tier counted them.", ["tier"], registry=r)
         self.completion_tokens = Counter("qarr_router_completion_tokens", "Completion tokens delivered to callers.", ["tier"], registry=r)
         self.cost = Counter("qarr_router_estimated_cost", "Estimated cost: tokens x the tier's price per million tokens (price units).", ["tier"], registry=r)
-        self.in_flight = Gauge("qarr_router_in_flight_streams", "Generate streams open to a tier now.", ["tier"], registry=r)
-        self.retries = Counter("qarr_router_retries", "Attempts abandoned for another tier, by the tier that failed.", ["tier"], registry=r)
-        self.breaker_state = Gauge("qarr_router_breaker_state", "Circuit breaker state per tier: 0 closed, 1 open, 2 half-open.", ["tier"], registry=r)
-        self.breaker_transitions = Counter("qarr_router_breaker_transitions", "Circuit breaker state changes.", ["tier", "from_state", "to_state"], registry=r)
-        self.tier_up = Gauge("qarr_router_tier_up", "1 while the tier's health check says SERVING, else 0.", ["tier"], registry=r)
-        self.price = Gauge("qarr_router_tier_price_per_million_tokens", "Configured price per million tokens of each tier.", ["tier"], registry=r)
+        # multiprocess_mode: how `--workers N` sums a gauge over the worker processes (router/workers.py).
+        self.in_flight = Gauge("qarr_router_in_flight_streams", "Generate streams open to a tier now.", ["tier"], registry=r, multiprocess_mode="livesum")
+        self.retries = Counter("qarr_router_retries", "Attempts abandoned for another replica or tier, by the tier that failed.", ["tier"], registry=r)
+        self.breaker_state = Gauge("qarr_router_breaker_state", "Circuit breaker state per tier (its best replica's): 0 closed, 1 open, 2 half-open.", ["tier"], registry=r, multiprocess_mode="liveall")
+        self.breaker_transitions = Counter("qarr_router_breaker_transitions", "Tier-level circuit breaker state changes.", ["tier", "from_state", "to_state"], registry=r)
+        self.tier_up = Gauge("qarr_router_tier_up", "1 while some replica of the tier says SERVING, else 0.", ["tier"], registry=r, multiprocess_mode="livemax")
+        self.price = Gauge("qarr_router_tier_price_per_million_tokens", "Configured price per million tokens of each tier.", ["tier"], registry=r, multiprocess_mode="livemax")
+        # Per replica: the only metrics with a replica label (its address). Series of a replica that
+        # leaves the mesh are removed, so their number follows the replicas there are.
+        rl = ["tier", "replica"]
+        self.replica_requests = Counter("qarr_router_replica_requests", "Finished Generate calls by the replica that served them.", rl, registry=r)
+        self.replica_in_flight = Gauge("qarr_router_replica_in_flight_streams", "Generate streams open to a replica now.", rl, registry=r, multiprocess_mode="livesum")
+        self.replica_up = Gauge("qarr_router_replica_up", "1 while the replica's health check says SERVING, else 0.", rl, registry=r, multiprocess_mode="livemax")
+        self.replica_breaker = Gauge("qarr_router_replica_breaker_state", "Circuit breaker state per replica: 0 closed, 1 open, 2 half-open.", rl, registry=r, multiprocess_mode="liveall")
+        self.replica_ttft = Gauge("qarr_router_replica_live_ttft_seconds", "Live TTFT estimate of a replica (EWMA; the slowest worker's with --workers).", rl, registry=r, multiprocess_mode="livemax")
+        self.replica_decode = Gauge("qarr_router_replica_live_decode_tokens_per_second", "Live per-stream decode-rate estimate of a replica (EWMA; the slowest worker's with --workers).", rl, registry=r, multiprocess_mode="livemin")
+        self._replicas: dict[tuple[str, str], object] = {}  # (tier, replica) -> its requests child
 
     # --- per tier, not per request ---------------------------------------
 
@@ -165,18 +177,48 @@ class RouterTelemetry:
         self.tier_up.labels(tier).set(1 if serving else 0)
 
     async def watch_pool(self, pool, interval_s: float = 0.25) -> None:
-        """Mirror each backend's health and breaker state into the gauges, off the request path.
+        """Mirror each tier's and replica's health, breaker state, in-flight count and live latency into
+        the gauges, off the request path.
 
         Reading `breaker.state` is what moves an OPEN breaker whose time is up to HALF_OPEN,
         so the gauge shows what the next request would see.
         """
         while True:
-            for b in pool.backends.values():
-                if b.name not in self._breaker:
-                    self.declare_tiers([b.name])  # a tier added by a config reload
-                self.set_tier_health(b.name, b.serving)
-                self.set_breaker_state(b.name, b.breaker.state)
+            self.mirror(pool)
             await asyncio.sleep(interval_s)
+
+    def mirror(self, pool) -> None:
+        seen = set()
+        for t in pool.tiers.values():
+            if t.name not in self._breaker:
+                self.declare_tiers([t.name])  # a tier added by a config reload
+            self.set_tier_health(t.name, t.serving)
+            self.set_breaker_state(t.name, t.breaker_state)
+            for b in t.replicas.values():
+                labels = (t.name, b.address)
+                seen.add(labels)
+                self.replica_series(*labels)
+                self.replica_up.labels(*labels).set(1 if b.serving else 0)
+                self.replica_in_flight.labels(*labels).set(b.in_flight)
+                self.replica_breaker.labels(*labels).set(BREAKER_VALUE[breaker_state_name(b.breaker.state)])
+                ttft, rate = b.stats.ttft_estimate_ms, b.stats.decode_estimate_tps
+                if ttft is not None:
+                    self.replica_ttft.labels(*labels).set(ttft / 1000)
+                if rate is not None:
+                    self.replica_decode.labels(*labels).set(rate)
+        for labels in set(self._replicas) - seen:  # replicas that left: drop their series
+            del self._replicas[labels]
+            for metric in (self.replica_requests, self.replica_up, self.replica_in_flight, self.replica_breaker,
+                           self.replica_ttft, self.replica_decode):
+                with contextlib.suppress(KeyError):
+                    metric.remove(*labels)
+
+    def replica_series(self, tier: str, replica: str):
+        """The replica's finished-requests counter child (created at zero)."""
+        child = self._replicas.get((tier, replica))
+        if child is None:
+            child = self._replicas[(tier, replica)] = self.replica_requests.labels(tier, replica)
+        return child
 
     # --- per request -----------------------------------------------------
 
@@ -189,7 +231,8 @@ class RouterTelemetry:
 class RouterRequest:
     """One Generate call as the telemetry sees it. Created once per request; never touched per chunk."""
 
-    __slots__ = ("t", "request_id", "request", "caller", "started", "ttft", "tier", "reason", "attempts", "retried", "budget_s", "span", "attempt_span")
+    __slots__ = ("t", "request_id", "request", "caller", "started", "ttft", "tier", "reason", "attempts", "retried", "budget_s", "span", "attempt_span",
+                 "replica", "pick")
 
     def __init__(self, t: RouterTelemetry, request_id: str, request, started: float, metadata) -> None:
         self.t = t
@@ -200,6 +243,8 @@ class RouterRequest:
         self.ttft: float | None = None
         self.tier = NO_TIER
         self.reason = ""
+        self.replica = ""  # the replica that answered (set by the core)
+        self.pick = ""  # why that replica (router/pick.py)
         self.attempts = 0
         self.retried: list[str] = []
         budget_ms = request.routing.latency_budget_ms if request is not None else 0
@@ -279,6 +324,8 @@ class RouterRequest:
         if self.attempts:
             s = t.series(tier)
             s.in_flight.dec()
+            if self.replica:
+                t.replica_series(tier, self.replica).inc()
             s.latency.observe(total)
             if self.ttft is not None:
                 s.ttft.observe(self.ttft)
@@ -303,6 +350,9 @@ class RouterRequest:
                 "ttft_ms": round(self.ttft * 1000, 1) if self.ttft is not None else None,
                 "total_ms": round(total * 1000, 1),
             }
+            if self.replica:
+                fields["replica"] = self.replica
+                fields["pick"] = self.pick
             if self.caller:
                 fields["caller"] = self.caller
             if self.retried:

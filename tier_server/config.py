@@ -13,7 +13,7 @@ import json
 from pydantic import Field
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
-from mesh.config import ServeConfig, TierSpec
+from mesh.config import ServeConfig, TierSpec, split_address
 
 
 class TierConfig(BaseSettings, ServeConfig):
@@ -53,11 +53,16 @@ def load_tier_config(argv: list[str]) -> TierConfig:
     return CliApp.run(TierConfig, cli_args=rest, **lists)
 
 
-def tier_argv(spec: TierSpec) -> list[str]:
-    """`python -m tier_server` flags for a tier of the mesh file: its identity, then every `serve` setting it sets."""
+def tier_argv(spec: TierSpec, address: str | None = None, replica: int = 0) -> list[str]:
+    """`python -m tier_server` flags for one replica of a tier of the mesh file: its identity, then every
+    `serve` setting it sets. `address`: the replica's (default: the tier's first); `replica`: its index,
+    added to a fixed metrics_port so replicas on one host do not collide."""
+    host, port = split_address(address or spec.static_addresses[0])
     argv = ["--name", spec.name, "--model", spec.model, "--quantization", spec.quantization,
-            "--host", spec.host, "--port", str(spec.port), "--max-model-len", str(spec.max_model_len)]
+            "--host", host.strip("[]"), "--port", str(port), "--max-model-len", str(spec.max_model_len)]
     for key, value in spec.serve.model_dump(exclude_unset=True).items():
+        if key in ("metrics_port", "health_port") and value:
+            value += replica  # replicas on one host each need their own
         if isinstance(value, dict):  # a nested block (tls): --tls.cert FILE ...
             argv += [arg for sub, v in value.items() if v is not None for arg in (f"--{key}.{sub.replace('_', '-')}", str(v))]
         elif value is not None:

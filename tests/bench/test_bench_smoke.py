@@ -101,3 +101,24 @@ def test_helpers():
     assert abs(a - 1) < 1e-9 and abs(b - 2) < 1e-9
     assert rotated(["a", "b", "c"], 1) == ["b", "c", "a"]
     assert table(["x", "y"], [["a", 1.0]]).count("\n") == 2
+
+
+def test_workers_smoke(tmp_path):
+    """workers runs --workers 1 and 2 against a fake tier over several connections and reports streams/s for both."""
+    main(["workers", "--out", str(tmp_path), "--rounds", "1", "--requests", "40", "--concurrency", "4",
+          "--connections", "2", "--loadgens", "1", "--chunks", "4", "--warmup", "4"])
+    runs = _result(tmp_path)["runs"]
+    assert set(runs) == {"1", "2"}
+    assert all(r["completed"] == 40 and not r["errors"] and r["streams_per_s"] > 0 for arm in runs.values() for r in arm)
+
+
+def test_http_smoke(tmp_path):
+    """http measures the gRPC path and the HTTP door against a direct call, with CPU per request (LiteLLM left out:
+    its install takes minutes)."""
+    main(["http", "--out", str(tmp_path), "--requests", "4", "--rounds", "2", "--warmup", "2", "--max-tokens", "3",
+          "--no-litellm"])
+    stats = _result(tmp_path)["stats"]
+    assert set(stats) == {"direct-grpc", "qarr-grpc", "qarr-http"}
+    for arm in stats.values():
+        assert arm["completed"] == 8 and arm["errors"] == {}
+    assert stats["qarr-http"]["cpu_ms_per_request"] > 0 and "added_ttft_p50_ms" in stats["qarr-http"]

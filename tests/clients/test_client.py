@@ -99,8 +99,9 @@ async def test_complete_returns_text_usage_tier_and_finish_reason(router):
         with Client(router) as client:
             return client.complete("one two three", max_tokens=2)
 
+    assert got.replica.startswith("127.0.0.1:")  # the tier's one replica
     expected = Completion(text="alpha bravo ", finish_reason="length", usage=Usage(3, 2), tier="a", model="fake-a",
-                          quantization="q-a", routing_reason="fallback_most_accurate", attempts=1)
+                          quantization="q-a", routing_reason="fallback_most_accurate", attempts=1, replica=got.replica)
     assert got == expected
     assert await asyncio.to_thread(run) == expected
 

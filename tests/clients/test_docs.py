@@ -34,8 +34,8 @@ def test_the_batch_script_is_five_lines():
 
 async def test_readme_batch_script_and_cli_commands_work_as_shown(tmp_path):
     """The five-line script writes 100 results; then each CLI line exits 0 (batch finding all done)."""
-    engine = RecordingEngine(model="fake-bf16")
-    async with running_mesh({"bf16": engine}) as router:
+    engine = RecordingEngine(model="fake-smollm2")
+    async with running_mesh({"smollm2-fp32": engine}) as router:  # the README pins a tier of mesh.yaml
         env = {**cli_env(), "QARR_TARGET": router}
         code, out, err = await run([sys.executable, "-c", block("batch-script")], tmp_path, env)
         assert code == 0, err
@@ -50,4 +50,4 @@ async def test_readme_batch_script_and_cli_commands_work_as_shown(tmp_path):
         assert "100 already done" in err  # the last line re-ran the batch: nothing resent
         assert len(engine.requests) == 102
         results = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
-        assert all(r["error"] is None and r["tier"] == "bf16" for r in results)
+        assert all(r["error"] is None and r["tier"] == "smollm2-fp32" for r in results)

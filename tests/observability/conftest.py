@@ -70,7 +70,7 @@ class Mesh:
     async def wait_router_sees(self, tier: str, serving: bool, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         # The router's backend first, then the telemetry's mirror of it (polled every 0.25 s).
-        while self.router.pool.backends[tier].serving is not serving or self.router.telemetry.tier_health().get(tier) is not serving:
+        while self.router.pool.tiers[tier].serving is not serving or self.router.telemetry.tier_health().get(tier) is not serving:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"router never saw tier {tier} serving={serving}")
             await asyncio.sleep(0.02)

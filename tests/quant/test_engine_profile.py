@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from profiler.outcomes import load_outcomes
 from router.profiles import load_profiles
 
 from tests.harness import REPO, free_port, subprocess_env
@@ -105,3 +106,16 @@ def test_report_has_table_and_plots(profiled):
     assert "| bf16 |" in report and "| broken |" in report and "Measured **" in report
     for png in ("accuracy-vs-latency.png", "throughput-vs-concurrency.png"):
         assert (profiled / "report" / png).stat().st_size > 1000
+
+
+def test_outcomes_and_predictor_are_written_beside_the_profiles(profiled):
+    """Every tier's outcome on every eval item is in outcomes.jsonl, and the predictor trained from them loads
+    with the profiles and rates the scrambled tier below the real one."""
+    outcomes = load_outcomes(profiled / "outcomes.jsonl")
+    assert len(outcomes) == 2 * 24 and {o.tier for o in outcomes} == {"bf16", "broken"}
+    assert all(o.latency_ms >= o.ttft_ms > 0 and o.completion_tokens > 0 for o in outcomes)
+    predictor = load_profiles(profiled / "profiles.yaml").accuracy_predictor
+    assert predictor is not None and set(predictor.tiers) == {"bf16", "broken"}
+    prompts = {o.item: o.prompt for o in outcomes}
+    mean = lambda tier: sum(predictor.predict(p)[tier] for p in prompts.values()) / len(prompts)
+    assert mean("broken") < mean("bf16")

@@ -90,7 +90,9 @@ class FakeTier:
 class Router:
     """A RouterServer configured from `dir/router.yaml` and `dir/profiles.yaml`, with a stub to call it."""
 
-    def __init__(self, directory: Path, tiers: list[dict], profiles: dict[str, dict], **settings) -> None:
+    def __init__(self, directory: Path, tiers: list[dict], profiles: dict[str, dict], resolver=None, **settings) -> None:
+        """`resolver`: how dns tiers find their replicas (router/backends.py Resolver); default real DNS."""
+        self.resolver = resolver
         self.config_path = directory / "router.yaml"
         self.profiles_path = directory / "profiles.yaml"
         self.config_data = {**TEST_SETTINGS, **settings, "profiles": str(self.profiles_path), "tiers": tiers}
@@ -107,7 +109,8 @@ class Router:
 
     async def start(self) -> Router:
         config, profiles = load_both(self.config_path)
-        self.server = RouterServer(config, profiles, self.config_path)
+        extra = {"resolver": self.resolver} if self.resolver is not None else {}
+        self.server = RouterServer(config, profiles, self.config_path, **extra)
         port = await self.server.start("127.0.0.1:0")
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=(("grpc.enable_retries", 0),))
         self.stub = router_service_pb2_grpc.RouterServiceStub(self.channel)
@@ -119,7 +122,16 @@ class Router:
 
     @property
     def backends(self):
-        return self.server.pool.backends
+        """Tiers by name (router/backends.py Tier: aggregates over its replicas)."""
+        return self.server.pool.tiers
+
+    def replica(self, tier: str, address: str | None = None):
+        """A tier's replica (its only one when `address` is not given)."""
+        replicas = self.server.pool.tiers[tier].replicas
+        if address is None:
+            (only,) = replicas.values()
+            return only
+        return replicas[address]
 
     async def tiers(self) -> dict[str, pb.TierInfo]:
         resp = await self.stub.ListTiers(pb.ListTiersRequest(), timeout=5)
@@ -145,6 +157,12 @@ class Router:
 def tier_entry(tier: FakeTier, **extra) -> dict:
     return {"name": tier.name, "address": tier.address, "model": "", "quantization": tier.name,
             "max_model_len": tier.max_model_len, **extra}
+
+
+def replicated_entry(name: str, replicas: list[FakeTier], **extra) -> dict:
+    """A tier entry listing several replicas (`addresses`)."""
+    return {"name": name, "addresses": [r.address for r in replicas], "model": "", "quantization": name,
+            "max_model_len": replicas[0].max_model_len, **extra}
 
 
 def request(prompt: str = "hello there", max_tokens: int = 8, **routing) -> pb.GenerateRequest:

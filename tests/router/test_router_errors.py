@@ -217,3 +217,13 @@ def test_the_grpc_table_covers_every_domain_error():
     for cls in all_errors():
         code = grpc_status(_example(cls, grpc.StatusCode.UNAVAILABLE))
         assert code not in (grpc.StatusCode.OK, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL), cls
+
+
+@pytest.mark.parametrize("request_id", ["x" * 129, "line\nbreak", "nul\x00", "\x1b[31mred"])
+async def test_request_ids_the_tiers_would_refuse_are_refused_by_the_router(mesh, request_id):
+    """Over-long request ids and ids with control characters are INVALID_ARGUMENT at the router, like at the tiers."""
+    router, *_ = mesh
+    req = request()
+    req.request_id = request_id
+    _, e = await call(router, req)
+    assert e.code() == INVALID and reason_of(e.trailing_metadata()) == "INVALID_REQUEST"

@@ -70,7 +70,7 @@ async def test_kill_mid_stream_under_50_streams(started, tmp_path):
         assert not any(s.first_token.is_set() for s in late)
         proc.kill()
         killed_at = time.monotonic()
-        open_after = await router.wait_for(lambda: router.backends["a"].breaker.state is State.OPEN, what="a's breaker OPEN")
+        open_after = await router.wait_for(lambda: router.backends["a"].breaker_state is State.OPEN, what="a's breaker OPEN")
         await asyncio.wait_for(asyncio.gather(*(s.task for s in early + late)), 15)
         _, last = await _collect(router)
         assert (last.tier, last.attempts) == ("b", 1)  # new traffic avoids a

@@ -6,6 +6,7 @@ import yaml
 
 from mesh.config import MeshConfig, load_mesh
 from tests.harness import REPO
+from tests.test_deploy_configs import mesh_of, render
 from tier_server.config import TierConfig
 
 
@@ -42,19 +43,22 @@ def test_compose_secure_override_sets_tls_on_every_tier_and_a_locked_router_conf
 
 
 def test_kubernetes_secure_overlay_mounts_secrets_and_locks_router_and_tiers():
-    """deploy/k8s-secure: the router's ConfigMap is a locked mesh, secrets are volumes (never env values), the tiers'
-    TLS variables are real settings, and every probe uses the plaintext health-only port."""
-    router_docs = list(yaml.safe_load_all((REPO / "deploy/k8s-secure/router.yaml").read_text()))
-    config_map = next(d for d in router_docs if d["kind"] == "ConfigMap")
-    config = MeshConfig.model_validate(yaml.safe_load(config_map["data"]["mesh.yaml"]))
+    """deploy/k8s/overlays/gpu-secure: the router's ConfigMap is a locked mesh, secrets are volumes (never env values),
+    the tiers' TLS variables are real settings, and every gRPC probe uses a plaintext health-only port."""
+    docs = render("gpu-secure")
+    _, config = mesh_of(docs)
     assert_locked(config)
     health_port = int(config.health_listen.rpartition(":")[2])
-    router = next(d for d in router_docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
-    assert {v["secret"]["secretName"] for v in router["volumes"]} == {"qarr-router-tls", "qarr-router-tokens"}
-    assert all(router["containers"][0][p]["grpc"]["port"] == health_port for p in ("readinessProbe", "livenessProbe"))
-    tier = yaml.safe_load((REPO / "deploy/k8s-secure/tiers.yaml").read_text())["spec"]["template"]["spec"]
-    container = tier["containers"][0]
-    env = {e["name"]: e["value"] for e in container["env"]}
-    assert all(known_tier_variable(k) for k in env) and env["QARR_TIER_TLS__CLIENT_CA"].endswith("router-ca.pem")
-    assert all(container[p]["grpc"]["port"] == int(env["QARR_TIER_HEALTH_PORT"]) for p in ("startupProbe", "readinessProbe", "livenessProbe"))
-    assert not any("token" in k.lower() for k in env)
+    deployments = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in docs if d["kind"] == "Deployment"}
+    router = deployments.pop("qarr-router")
+    assert {v["secret"]["secretName"] for v in router["volumes"] if "secret" in v} == {"qarr-router-tls", "qarr-router-tokens"}
+    assert router["containers"][0]["readinessProbe"]["grpc"]["port"] == health_port
+    assert "grpc" not in router["containers"][0]["livenessProbe"]  # the main port speaks TLS only
+    assert deployments, "no tier Deployments rendered"
+    for tier in deployments.values():
+        container = tier["containers"][0]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert all(known_tier_variable(k) for k in env) and env["QARR_TIER_TLS__CLIENT_CA"].endswith("router-ca.pem")
+        assert all(container[p]["grpc"]["port"] == int(env["QARR_TIER_HEALTH_PORT"]) for p in ("startupProbe", "readinessProbe", "livenessProbe"))
+        assert not any("token" in k.lower() for k in env)
+        assert {v["secret"]["secretName"] for v in tier["volumes"] if "secret" in v} == {"qarr-tier-tls"}

@@ -25,31 +25,35 @@ _sym_db = _symbol_database.Default()
 from qarr.v1 import common_pb2 as qarr_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cqarr/v1/router_service.proto\x12\x07qarr.v1\x1a\x14qarr/v1/common.proto\"c\n\x0cRoutingHints\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x19\n\x11latency_budget_ms\x18\x02 \x01(\r\x12\x19\n\x0cmin_accuracy\x18\x03 \x01(\x02H\x00\x88\x01\x01\x42\x0f\n\r_min_accuracy\"\xb0\x01\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12&\n\x08messages\x18\x02 \x03(\x0b\x32\x14.qarr.v1.ChatMessage\x12)\n\x08sampling\x18\x03 \x01(\x0b\x32\x17.qarr.v1.SamplingParams\x12&\n\x07routing\x18\x04 \x01(\x0b\x32\x15.qarr.v1.RoutingHints\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\xfd\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12,\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x15.qarr.v1.FinishReason\x12\x1d\n\x05usage\x18\x03 \x01(\x0b\x32\x0e.qarr.v1.Usage\x12\x0c\n\x04tier\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x14\n\x0cquantization\x18\x06 \x01(\t\x12\x18\n\x10generated_tokens\x18\x07 \x01(\r\x12\x16\n\x0erouting_reason\x18\t \x01(\t\x12\x10\n\x08\x61ttempts\x18\n \x01(\r\x12\x11\n\tpredictor\x18\x0b \x01(\tJ\x04\x08\x08\x10\t\"\x12\n\x10ListTiersRequest\"\xa2\x01\n\x0bTierProfile\x12\x0f\n\x07ttft_ms\x18\x01 \x01(\x01\x12 \n\x18\x64\x65\x63ode_tokens_per_second\x18\x02 \x01(\x01\x12\x10\n\x08\x61\x63\x63uracy\x18\x03 \x01(\x01\x12\x1f\n\x17\x63ost_per_million_tokens\x18\x04 \x01(\x01\x12\x10\n\x08routable\x18\x05 \x01(\x08\x12\x1b\n\x13not_routable_reason\x18\x06 \x01(\t\"\x8a\x02\n\x08TierInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x14\n\x0cquantization\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12$\n\x06health\x18\x05 \x01(\x0e\x32\x14.qarr.v1.HealthState\x12\x15\n\rmax_model_len\x18\x06 \x01(\r\x12&\n\x07\x62reaker\x18\x07 \x01(\x0e\x32\x15.qarr.v1.BreakerState\x12\x1b\n\x04load\x18\x08 \x01(\x0b\x32\r.qarr.v1.Load\x12%\n\x07profile\x18\t \x01(\x0b\x32\x14.qarr.v1.TierProfile\x12\x11\n\tin_flight\x18\n \x01(\r\"H\n\x11ListTiersResponse\x12 \n\x05tiers\x18\x01 \x03(\x0b\x32\x11.qarr.v1.TierInfo\x12\x11\n\tpredictor\x18\x02 \x01(\t*}\n\x0bHealthState\x12\x1c\n\x18HEALTH_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14HEALTH_STATE_SERVING\x10\x01\x12\x1c\n\x18HEALTH_STATE_NOT_SERVING\x10\x02\x12\x18\n\x14HEALTH_STATE_UNKNOWN\x10\x03*|\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42REAKER_STATE_CLOSED\x10\x01\x12\x16\n\x12\x42REAKER_STATE_OPEN\x10\x02\x12\x1b\n\x17\x42REAKER_STATE_HALF_OPEN\x10\x03\x32\x96\x01\n\rRouterService\x12\x41\n\x08Generate\x12\x18.qarr.v1.GenerateRequest\x1a\x19.qarr.v1.GenerateResponse0\x01\x12\x42\n\tListTiers\x12\x19.qarr.v1.ListTiersRequest\x1a\x1a.qarr.v1.ListTiersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cqarr/v1/router_service.proto\x12\x07qarr.v1\x1a\x14qarr/v1/common.proto\"c\n\x0cRoutingHints\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x19\n\x11latency_budget_ms\x18\x02 \x01(\r\x12\x19\n\x0cmin_accuracy\x18\x03 \x01(\x02H\x00\x88\x01\x01\x42\x0f\n\r_min_accuracy\"\xb0\x01\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12&\n\x08messages\x18\x02 \x03(\x0b\x32\x14.qarr.v1.ChatMessage\x12)\n\x08sampling\x18\x03 \x01(\x0b\x32\x17.qarr.v1.SamplingParams\x12&\n\x07routing\x18\x04 \x01(\x0b\x32\x15.qarr.v1.RoutingHints\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\x8e\x02\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12,\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x15.qarr.v1.FinishReason\x12\x1d\n\x05usage\x18\x03 \x01(\x0b\x32\x0e.qarr.v1.Usage\x12\x0c\n\x04tier\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x14\n\x0cquantization\x18\x06 \x01(\t\x12\x18\n\x10generated_tokens\x18\x07 \x01(\r\x12\x16\n\x0erouting_reason\x18\t \x01(\t\x12\x10\n\x08\x61ttempts\x18\n \x01(\r\x12\x11\n\tpredictor\x18\x0b \x01(\t\x12\x0f\n\x07replica\x18\x0c \x01(\tJ\x04\x08\x08\x10\t\"\x12\n\x10ListTiersRequest\"\xa2\x01\n\x0bTierProfile\x12\x0f\n\x07ttft_ms\x18\x01 \x01(\x01\x12 \n\x18\x64\x65\x63ode_tokens_per_second\x18\x02 \x01(\x01\x12\x10\n\x08\x61\x63\x63uracy\x18\x03 \x01(\x01\x12\x1f\n\x17\x63ost_per_million_tokens\x18\x04 \x01(\x01\x12\x10\n\x08routable\x18\x05 \x01(\x08\x12\x1b\n\x13not_routable_reason\x18\x06 \x01(\t\"\x84\x01\n\x0bLiveLatency\x12\x14\n\x07ttft_ms\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12%\n\x18\x64\x65\x63ode_tokens_per_second\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x0f\n\x07samples\x18\x03 \x01(\rB\n\n\x08_ttft_msB\x1b\n\x19_decode_tokens_per_second\"\xd0\x01\n\x0bReplicaInfo\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12$\n\x06health\x18\x02 \x01(\x0e\x32\x14.qarr.v1.HealthState\x12&\n\x07\x62reaker\x18\x03 \x01(\x0e\x32\x15.qarr.v1.BreakerState\x12\x11\n\tin_flight\x18\x04 \x01(\r\x12\x1b\n\x04load\x18\x05 \x01(\x0b\x32\r.qarr.v1.Load\x12\"\n\x04live\x18\x06 \x01(\x0b\x32\x14.qarr.v1.LiveLatency\x12\x0e\n\x06served\x18\x07 \x01(\x04\"\xd6\x02\n\x08TierInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x14\n\x0cquantization\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12$\n\x06health\x18\x05 \x01(\x0e\x32\x14.qarr.v1.HealthState\x12\x15\n\rmax_model_len\x18\x06 \x01(\r\x12&\n\x07\x62reaker\x18\x07 \x01(\x0e\x32\x15.qarr.v1.BreakerState\x12\x1b\n\x04load\x18\x08 \x01(\x0b\x32\r.qarr.v1.Load\x12%\n\x07profile\x18\t \x01(\x0b\x32\x14.qarr.v1.TierProfile\x12\x11\n\tin_flight\x18\n \x01(\r\x12&\n\x08replicas\x18\x0b \x03(\x0b\x32\x14.qarr.v1.ReplicaInfo\x12\"\n\x04live\x18\x0c \x01(\x0b\x32\x14.qarr.v1.LiveLatency\"H\n\x11ListTiersResponse\x12 \n\x05tiers\x18\x01 \x03(\x0b\x32\x11.qarr.v1.TierInfo\x12\x11\n\tpredictor\x18\x02 \x01(\t*}\n\x0bHealthState\x12\x1c\n\x18HEALTH_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14HEALTH_STATE_SERVING\x10\x01\x12\x1c\n\x18HEALTH_STATE_NOT_SERVING\x10\x02\x12\x18\n\x14HEALTH_STATE_UNKNOWN\x10\x03*|\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42REAKER_STATE_CLOSED\x10\x01\x12\x16\n\x12\x42REAKER_STATE_OPEN\x10\x02\x12\x1b\n\x17\x42REAKER_STATE_HALF_OPEN\x10\x03\x32\x96\x01\n\rRouterService\x12\x41\n\x08Generate\x12\x18.qarr.v1.GenerateRequest\x1a\x19.qarr.v1.GenerateResponse0\x01\x12\x42\n\tListTiers\x12\x19.qarr.v1.ListTiersRequest\x1a\x1a.qarr.v1.ListTiersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qarr.v1.router_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_HEALTHSTATE']._serialized_start=1127
-  _globals['_HEALTHSTATE']._serialized_end=1252
-  _globals['_BREAKERSTATE']._serialized_start=1254
-  _globals['_BREAKERSTATE']._serialized_end=1378
+  _globals['_HEALTHSTATE']._serialized_start=1566
+  _globals['_HEALTHSTATE']._serialized_end=1691
+  _globals['_BREAKERSTATE']._serialized_start=1693
+  _globals['_BREAKERSTATE']._serialized_end=1817
   _globals['_ROUTINGHINTS']._serialized_start=63
   _globals['_ROUTINGHINTS']._serialized_end=162
   _globals['_GENERATEREQUEST']._serialized_start=165
   _globals['_GENERATEREQUEST']._serialized_end=341
   _globals['_GENERATERESPONSE']._serialized_start=344
-  _globals['_GENERATERESPONSE']._serialized_end=597
-  _globals['_LISTTIERSREQUEST']._serialized_start=599
-  _globals['_LISTTIERSREQUEST']._serialized_end=617
-  _globals['_TIERPROFILE']._serialized_start=620
-  _globals['_TIERPROFILE']._serialized_end=782
-  _globals['_TIERINFO']._serialized_start=785
-  _globals['_TIERINFO']._serialized_end=1051
-  _globals['_LISTTIERSRESPONSE']._serialized_start=1053
-  _globals['_LISTTIERSRESPONSE']._serialized_end=1125
-  _globals['_ROUTERSERVICE']._serialized_start=1381
-  _globals['_ROUTERSERVICE']._serialized_end=1531
+  _globals['_GENERATERESPONSE']._serialized_end=614
+  _globals['_LISTTIERSREQUEST']._serialized_start=616
+  _globals['_LISTTIERSREQUEST']._serialized_end=634
+  _globals['_TIERPROFILE']._serialized_start=637
+  _globals['_TIERPROFILE']._serialized_end=799
+  _globals['_LIVELATENCY']._serialized_start=802
+  _globals['_LIVELATENCY']._serialized_end=934
+  _globals['_REPLICAINFO']._serialized_start=937
+  _globals['_REPLICAINFO']._serialized_end=1145
+  _globals['_TIERINFO']._serialized_start=1148
+  _globals['_TIERINFO']._serialized_end=1490
+  _globals['_LISTTIERSRESPONSE']._serialized_start=1492
+  _globals['_LISTTIERSRESPONSE']._serialized_end=1564
+  _globals['_ROUTERSERVICE']._serialized_start=1820
+  _globals['_ROUTERSERVICE']._serialized_end=1970
 # @@protoc_insertion_point(module_scope)

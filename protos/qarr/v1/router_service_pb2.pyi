@@ -55,7 +55,7 @@ class GenerateRequest(_message.Message):
     def __init__(self, prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., routing: _Optional[_Union[RoutingHints, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("text", "finish_reason", "usage", "tier", "model", "quantization", "generated_tokens", "routing_reason", "attempts", "predictor")
+    __slots__ = ("text", "finish_reason", "usage", "tier", "model", "quantization", "generated_tokens", "routing_reason", "attempts", "predictor", "replica")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,7 @@ class GenerateResponse(_message.Message):
     ROUTING_REASON_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     PREDICTOR_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
     text: str
     finish_reason: _common_pb2.FinishReason
     usage: _common_pb2.Usage
@@ -76,7 +77,8 @@ class GenerateResponse(_message.Message):
     routing_reason: str
     attempts: int
     predictor: str
-    def __init__(self, text: _Optional[str] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., tier: _Optional[str] = ..., model: _Optional[str] = ..., quantization: _Optional[str] = ..., generated_tokens: _Optional[int] = ..., routing_reason: _Optional[str] = ..., attempts: _Optional[int] = ..., predictor: _Optional[str] = ...) -> None: ...
+    replica: str
+    def __init__(self, text: _Optional[str] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., tier: _Optional[str] = ..., model: _Optional[str] = ..., quantization: _Optional[str] = ..., generated_tokens: _Optional[int] = ..., routing_reason: _Optional[str] = ..., attempts: _Optional[int] = ..., predictor: _Optional[str] = ..., replica: _Optional[str] = ...) -> None: ...
 
 class ListTiersRequest(_message.Message):
     __slots__ = ()
@@ -98,8 +100,36 @@ class TierProfile(_message.Message):
     not_routable_reason: str
     def __init__(self, ttft_ms: _Optional[float] = ..., decode_tokens_per_second: _Optional[float] = ..., accuracy: _Optional[float] = ..., cost_per_million_tokens: _Optional[float] = ..., routable: _Optional[bool] = ..., not_routable_reason: _Optional[str] = ...) -> None: ...
 
+class LiveLatency(_message.Message):
+    __slots__ = ("ttft_ms", "decode_tokens_per_second", "samples")
+    TTFT_MS_FIELD_NUMBER: _ClassVar[int]
+    DECODE_TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    ttft_ms: float
+    decode_tokens_per_second: float
+    samples: int
+    def __init__(self, ttft_ms: _Optional[float] = ..., decode_tokens_per_second: _Optional[float] = ..., samples: _Optional[int] = ...) -> None: ...
+
+class ReplicaInfo(_message.Message):
+    __slots__ = ("address", "health", "breaker", "in_flight", "load", "live", "served")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    BREAKER_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
+    SERVED_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    health: HealthState
+    breaker: BreakerState
+    in_flight: int
+    load: _common_pb2.Load
+    live: LiveLatency
+    served: int
+    def __init__(self, address: _Optional[str] = ..., health: _Optional[_Union[HealthState, str]] = ..., breaker: _Optional[_Union[BreakerState, str]] = ..., in_flight: _Optional[int] = ..., load: _Optional[_Union[_common_pb2.Load, _Mapping]] = ..., live: _Optional[_Union[LiveLatency, _Mapping]] = ..., served: _Optional[int] = ...) -> None: ...
+
 class TierInfo(_message.Message):
-    __slots__ = ("name", "model", "quantization", "address", "health", "max_model_len", "breaker", "load", "profile", "in_flight")
+    __slots__ = ("name", "model", "quantization", "address", "health", "max_model_len", "breaker", "load", "profile", "in_flight", "replicas", "live")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     QUANTIZATION_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +140,8 @@ class TierInfo(_message.Message):
     LOAD_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     quantization: str
@@ -120,7 +152,9 @@ class TierInfo(_message.Message):
     load: _common_pb2.Load
     profile: TierProfile
     in_flight: int
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., quantization: _Optional[str] = ..., address: _Optional[str] = ..., health: _Optional[_Union[HealthState, str]] = ..., max_model_len: _Optional[int] = ..., breaker: _Optional[_Union[BreakerState, str]] = ..., load: _Optional[_Union[_common_pb2.Load, _Mapping]] = ..., profile: _Optional[_Union[TierProfile, _Mapping]] = ..., in_flight: _Optional[int] = ...) -> None: ...
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaInfo]
+    live: LiveLatency
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., quantization: _Optional[str] = ..., address: _Optional[str] = ..., health: _Optional[_Union[HealthState, str]] = ..., max_model_len: _Optional[int] = ..., breaker: _Optional[_Union[BreakerState, str]] = ..., load: _Optional[_Union[_common_pb2.Load, _Mapping]] = ..., profile: _Optional[_Union[TierProfile, _Mapping]] = ..., in_flight: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaInfo, _Mapping]]] = ..., live: _Optional[_Union[LiveLatency, _Mapping]] = ...) -> None: ...
 
 class ListTiersResponse(_message.Message):
     __slots__ = ("tiers", "predictor")

@@ -100,6 +100,8 @@ export interface GenerateResponse {
    * did (no predictor in force, or a pinned tier).
    */
   predictor: string;
+  /** The replica (address) of the tier that served the request (last message only). */
+  replica: string;
 }
 
 export interface ListTiersRequest {
@@ -115,10 +117,44 @@ export interface TierProfile {
   notRoutableReason: string;
 }
 
+/** What the router measured on the streams it relayed: exponentially weighted moving averages. */
+export interface LiveLatency {
+  /** Time from an attempt's start to the tier's first message. Unset until enough streams. */
+  ttftMs?:
+    | number
+    | undefined;
+  /** Tokens per second of one stream after its first message. Unset until enough streams. */
+  decodeTokensPerSecond?:
+    | number
+    | undefined;
+  /** Streams measured. */
+  samples: number;
+}
+
+/** One replica (endpoint) of a tier, with its own health, breaker, load and live latency. */
+export interface ReplicaInfo {
+  address: string;
+  health: HealthState;
+  breaker: BreakerState;
+  inFlight: number;
+  load: Load | undefined;
+  live:
+    | LiveLatency
+    | undefined;
+  /** Streams it served to the end. */
+  served: number;
+}
+
+/**
+ * A tier. With several replicas the tier-level fields are aggregates: health SERVING when any
+ * replica is, breaker the best replica's (CLOSED, else HALF_OPEN, else OPEN), in_flight and the
+ * load's running and waiting counts summed, KV-cache use their mean.
+ */
 export interface TierInfo {
   name: string;
   model: string;
   quantization: string;
+  /** How its replicas are found: the address, the addresses comma-separated, or "dns:NAME:PORT". */
   address: string;
   health: HealthState;
   maxModelLen: number;
@@ -126,6 +162,9 @@ export interface TierInfo {
   load: Load | undefined;
   profile: TierProfile | undefined;
   inFlight: number;
+  replicas: ReplicaInfo[];
+  /** The live estimates predicted latency blends with the profile: the mean over usable replicas. */
+  live: LiveLatency | undefined;
 }
 
 export interface ListTiersResponse {
@@ -332,6 +371,7 @@ function createBaseGenerateResponse(): GenerateResponse {
     routingReason: "",
     attempts: 0,
     predictor: "",
+    replica: "",
   };
 }
 
@@ -366,6 +406,9 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
     }
     if (message.predictor !== "") {
       writer.uint32(90).string(message.predictor);
+    }
+    if (message.replica !== "") {
+      writer.uint32(98).string(message.replica);
     }
     return writer;
   },
@@ -463,6 +506,14 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
             message.predictor = reader.string();
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.replica = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -490,6 +541,7 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
     message.routingReason = object.routingReason ?? "";
     message.attempts = object.attempts ?? 0;
     message.predictor = object.predictor ?? "";
+    message.replica = object.replica ?? "";
     return message;
   },
 };
@@ -659,6 +711,214 @@ export const TierProfile: MessageFns<TierProfile> = {
   },
 };
 
+function createBaseLiveLatency(): LiveLatency {
+  return { ttftMs: undefined, decodeTokensPerSecond: undefined, samples: 0 };
+}
+
+export const LiveLatency: MessageFns<LiveLatency> = {
+  encode(message: LiveLatency, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.ttftMs !== undefined) {
+      writer.uint32(9).double(message.ttftMs);
+    }
+    if (message.decodeTokensPerSecond !== undefined) {
+      writer.uint32(17).double(message.decodeTokensPerSecond);
+    }
+    if (message.samples !== 0) {
+      writer.uint32(24).uint32(message.samples);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LiveLatency {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLiveLatency();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.ttftMs = reader.double();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.decodeTokensPerSecond = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.samples = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<LiveLatency>, I>>(base?: I): LiveLatency {
+    return LiveLatency.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LiveLatency>, I>>(object: I): LiveLatency {
+    const message = createBaseLiveLatency();
+    message.ttftMs = object.ttftMs ?? undefined;
+    message.decodeTokensPerSecond = object.decodeTokensPerSecond ?? undefined;
+    message.samples = object.samples ?? 0;
+    return message;
+  },
+};
+
+function createBaseReplicaInfo(): ReplicaInfo {
+  return { address: "", health: 0, breaker: 0, inFlight: 0, load: undefined, live: undefined, served: 0 };
+}
+
+export const ReplicaInfo: MessageFns<ReplicaInfo> = {
+  encode(message: ReplicaInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.address !== "") {
+      writer.uint32(10).string(message.address);
+    }
+    if (message.health !== 0) {
+      writer.uint32(16).int32(message.health);
+    }
+    if (message.breaker !== 0) {
+      writer.uint32(24).int32(message.breaker);
+    }
+    if (message.inFlight !== 0) {
+      writer.uint32(32).uint32(message.inFlight);
+    }
+    if (message.load !== undefined) {
+      Load.encode(message.load, writer.uint32(42).fork()).join();
+    }
+    if (message.live !== undefined) {
+      LiveLatency.encode(message.live, writer.uint32(50).fork()).join();
+    }
+    if (message.served !== 0) {
+      writer.uint32(56).uint64(message.served);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplicaInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplicaInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.address = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.health = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.breaker = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.inFlight = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.load = Load.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.live = LiveLatency.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.served = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ReplicaInfo>, I>>(base?: I): ReplicaInfo {
+    return ReplicaInfo.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReplicaInfo>, I>>(object: I): ReplicaInfo {
+    const message = createBaseReplicaInfo();
+    message.address = object.address ?? "";
+    message.health = object.health ?? 0;
+    message.breaker = object.breaker ?? 0;
+    message.inFlight = object.inFlight ?? 0;
+    message.load = (object.load !== undefined && object.load !== null) ? Load.fromPartial(object.load) : undefined;
+    message.live = (object.live !== undefined && object.live !== null)
+      ? LiveLatency.fromPartial(object.live)
+      : undefined;
+    message.served = object.served ?? 0;
+    return message;
+  },
+};
+
 function createBaseTierInfo(): TierInfo {
   return {
     name: "",
@@ -671,6 +931,8 @@ function createBaseTierInfo(): TierInfo {
     load: undefined,
     profile: undefined,
     inFlight: 0,
+    replicas: [],
+    live: undefined,
   };
 }
 
@@ -705,6 +967,12 @@ export const TierInfo: MessageFns<TierInfo> = {
     }
     if (message.inFlight !== 0) {
       writer.uint32(80).uint32(message.inFlight);
+    }
+    for (const v of message.replicas) {
+      ReplicaInfo.encode(v!, writer.uint32(90).fork()).join();
+    }
+    if (message.live !== undefined) {
+      LiveLatency.encode(message.live, writer.uint32(98).fork()).join();
     }
     return writer;
   },
@@ -802,6 +1070,22 @@ export const TierInfo: MessageFns<TierInfo> = {
             message.inFlight = reader.uint32();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.replicas.push(ReplicaInfo.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.live = LiveLatency.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -831,6 +1115,10 @@ export const TierInfo: MessageFns<TierInfo> = {
       ? TierProfile.fromPartial(object.profile)
       : undefined;
     message.inFlight = object.inFlight ?? 0;
+    message.replicas = object.replicas?.map((e) => ReplicaInfo.fromPartial(e)) || [];
+    message.live = (object.live !== undefined && object.live !== null)
+      ? LiveLatency.fromPartial(object.live)
+      : undefined;
     return message;
   },
 };
@@ -989,6 +1277,17 @@ export type DeepPartial<T> = T extends Builtin ? T
 type KeysOfUnion<T> = T extends T ? keyof T : never;
 export type Exact<P, I extends P> = P extends Builtin ? P
   : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
+
+function longToNumber(int64: { toString(): string }): number {
+  const num = globalThis.Number(int64.toString());
+  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
+  }
+  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
+  }
+  return num;
+}
 
 export interface MessageFns<T> {
   encode(message: T, writer?: BinaryWriter): BinaryWriter;
