@@ -15,6 +15,7 @@ from tier_server.config import TierConfig, load_tier_config
 # Exit status when the engine died: the process ends so that its supervisor (the launcher, a container
 # runtime) starts a new tier, engine included; a live process with a dead engine would never be restarted.
 EXIT_ENGINE_DEAD = 3
+ENGINE_DEAD_GRACE_S = 1.0
 
 
 def build_engine(cfg: TierConfig):
@@ -39,7 +40,7 @@ def build_engine(cfg: TierConfig):
 
 async def serve(cfg: TierConfig) -> int:
     """Run the tier until SIGTERM/SIGINT (drain, exit 0) or until its engine dies (exit EXIT_ENGINE_DEAD once the
-    calls in flight have ended: they fail at once with UNAVAILABLE, bounded by the grace)."""
+    calls in flight have ended: they fail at once with UNAVAILABLE; at most ENGINE_DEAD_GRACE_S)."""
     from tier_server.server import TierServer
 
     stop = stop_event_on_signals()
@@ -66,9 +67,10 @@ async def serve(cfg: TierConfig) -> int:
     for task in waits:
         task.cancel()
     if server.engine_died.is_set():
-        # Health already says NOT_SERVING: no notice period, just let the failing calls end.
+        # Health already says NOT_SERVING and the calls in flight failed at once: no notice, a short grace for
+        # their last messages (the full one would wait on the routers' health Watch streams for nothing).
         log.error("tier %s: engine died; exiting with status %d so that it is restarted", cfg.name, EXIT_ENGINE_DEAD)
-        await server.stop(cfg.grace_seconds)
+        await server.stop(min(cfg.grace_seconds, ENGINE_DEAD_GRACE_S))
         return EXIT_ENGINE_DEAD
     log.info("tier %s draining (grace %.0f s)", cfg.name, cfg.grace_seconds)
     await server.stop(cfg.grace_seconds, cfg.drain_notice_seconds)

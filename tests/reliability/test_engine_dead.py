@@ -42,6 +42,7 @@ class Figures:
     cut: int
     cut_slowest_s: float
     moved: int
+    exited_s: float
     restarted_s: float
     closed_s: float
 
@@ -67,7 +68,8 @@ async def kill_engine_under_load(mesh: LauncherMesh, marker: str, max_tokens: in
     killed = time.monotonic()
     not_serving = await wait_for(lambda: _not_serving(address), 10, "tier a says NOT_SERVING (or is gone)")
     opened = await wait_for(lambda: _breaker(mesh, "a", pb.BREAKER_STATE_OPEN), 10, "a's breaker OPEN")
-    await wait_for(lambda: f"tier a exited (code {EXIT_ENGINE_DEAD})" in mesh.log(), 30, "the tier server exits")
+    exited = await wait_for(lambda: f"tier a exited (code {EXIT_ENGINE_DEAD})" in mesh.log(), 30, "the tier server exits",
+                            poll_s=0.05)
     back = await wait_for(lambda: f"tier a SERVING again" in mesh.log(), restart_within_s, "the launcher restarted tier a")
     closed = await wait_for(lambda: _breaker(mesh, "a", pb.BREAKER_STATE_CLOSED), 30, "a's breaker CLOSED again")
     await load.stop()
@@ -86,7 +88,9 @@ async def kill_engine_under_load(mesh: LauncherMesh, marker: str, max_tokens: in
     transitions = {(dict(k[1])["from_state"], dict(k[1])["to_state"]): v for k, v in mesh.metrics().items()
                    if k[0] == "qarr_router_breaker_transitions_total" and dict(k[1])["tier"] == "a"}
     assert transitions.get(("closed", "open")) and transitions.get(("open", "half_open")) and transitions.get(("half_open", "closed")), transitions
-    return Figures(not_serving - killed, opened - killed, len(cut), cut_slowest, len(moved), back - killed, closed - killed)
+    assert exited - killed < 10.0  # watchdog, 1 s for the failed calls' last messages, the engine's shutdown
+    return Figures(not_serving - killed, opened - killed, len(cut), cut_slowest, len(moved), exited - killed, back - killed,
+                   closed - killed)
 
 
 async def _streaming_on(mesh, name: str) -> bool:
@@ -105,7 +109,8 @@ def summary(kind: str, f: Figures) -> str:
     return (f"{kind}: engine killed under {CALLERS} streams: tier NOT_SERVING after {f.not_serving_s * 1000:.0f} ms, "
             f"breaker OPEN after {f.breaker_open_s * 1000:.0f} ms; {f.cut} streams in flight on a ended UNAVAILABLE with "
             f"their delivered count within {f.cut_slowest_s * 1000:.0f} ms; {f.moved} calls meanwhile all OK on b; the tier "
-            f"server exited {EXIT_ENGINE_DEAD}, the launcher had it SERVING again after {f.restarted_s:.1f} s and its breaker "
+            f"server exited {EXIT_ENGINE_DEAD} {f.exited_s:.1f} s after the kill, the launcher had it SERVING again after "
+            f"{f.restarted_s:.1f} s and its breaker "
             f"went HALF_OPEN -> CLOSED {f.closed_s:.1f} s after the kill")
 
 
