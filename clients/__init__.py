@@ -12,7 +12,7 @@ from clients.errors import (
     Unauthenticated,
     Unavailable,
 )
-from clients.types import Chunk, Completion, Tier, Usage
+from clients.types import Chunk, Completion, Tier, TierList, Usage
 
 __all__ = [
     "AsyncClient",
@@ -30,6 +30,7 @@ __all__ = [
     "ResourceExhausted",
     "ServerError",
     "Tier",
+    "TierList",
     "Unauthenticated",
     "Unavailable",
     "Usage",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from clients.errors import ServerError
-from clients.types import Chunk, Completion, Tier, Usage
+from clients.types import Chunk, Completion, Tier, TierList, Usage
 from qarr.v1 import common_pb2, router_service_pb2 as pb
 
 FINISH = {
@@ -129,3 +129,7 @@ def _live(live: pb.LiveLatency) -> dict:
         "ttft_ms": live.ttft_ms if live.HasField("ttft_ms") else None,
         "decode_tokens_per_second": live.decode_tokens_per_second if live.HasField("decode_tokens_per_second") else None,
     }
+
+
+def to_tier_list(resp: pb.ListTiersResponse) -> TierList:
+    return TierList((to_tier(t) for t in resp.tiers), predictor=resp.predictor)

@@ -99,6 +99,9 @@ def _batch(args) -> int:
 def _tiers(args) -> int:
     with Client(args.target, **_client_options(args)) as client:
         tiers = client.tiers()
+    # stdout stays the table (or JSON list) that scripts read; the predictor in force goes to stderr, as
+    # `qarr generate` puts the tier and usage there.
+    print(f"predictor: {tiers.predictor or 'none (tiers ranked by their profiled accuracy)'}", file=sys.stderr)
     if args.json:
         print(json.dumps([asdict(t) for t in tiers], indent=2))
         return EXIT_OK
@@ -215,8 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between progress lines when stderr is not a terminal (default %(default)s)")
     b.set_defaults(func=_batch)
 
-    t = sub.add_parser("tiers", parents=[connection], help="list tiers with health, breaker state and load",
-                       description="List the router's tiers: health, breaker state, in-flight calls, engine load.")
+    t = sub.add_parser("tiers", parents=[connection], help="list tiers with health, breaker state and load, and the predictor in force",
+                       description="List the router's tiers (health, breaker state, in-flight calls, engine load) and the "
+                                   "accuracy predictor in force (on stderr).")
     t.add_argument("--json", action="store_true", help="print JSON (with each tier's profile) instead of a table")
     t.set_defaults(func=_tiers)
 

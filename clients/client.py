@@ -22,9 +22,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from clients._convert import build_request, to_chunk, to_completion, to_tier
+from clients._convert import build_request, to_chunk, to_completion, to_tier_list
 from clients.errors import DeadlineExceeded, QarrError, from_rpc_error
-from clients.types import Chunk, Completion, Tier
+from clients.types import Chunk, Completion, TierList
 from qarr.v1 import router_service_pb2 as pb, router_service_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -191,8 +191,9 @@ class AsyncClient(_Settings):
         """The whole answer at once (same arguments as `generate`)."""
         return to_completion([c async for c in self.generate(prompt, **kwargs)])
 
-    async def tiers(self) -> list[Tier]:
-        """The router's tiers with health, breaker state, load and profile (retried like Generate)."""
+    async def tiers(self) -> TierList:
+        """The router's tiers with health, breaker state, load and profile, as a list whose `.predictor` names
+        the accuracy predictor in force ("" for none); retried like Generate."""
         deadline = self._deadline(None)
 
         async def list_tiers():
@@ -202,7 +203,7 @@ class AsyncClient(_Settings):
                 raise from_rpc_error(e) from None
 
         resp = await AsyncRetrying(**self._retry_policy(deadline))(list_tiers)
-        return [to_tier(t) for t in resp.tiers]
+        return to_tier_list(resp)
 
     async def health(self, service: str = "") -> str:
         """grpc.health.v1 status of the router: "SERVING", "NOT_SERVING", ... (not retried)."""
@@ -284,8 +285,9 @@ class Client(_Settings):
         """The whole answer at once (same arguments as `generate`)."""
         return to_completion(list(self.generate(prompt, **kwargs)))
 
-    def tiers(self) -> list[Tier]:
-        """The router's tiers with health, breaker state, load and profile (retried like Generate)."""
+    def tiers(self) -> TierList:
+        """The router's tiers with health, breaker state, load and profile, as a list whose `.predictor` names
+        the accuracy predictor in force ("" for none); retried like Generate."""
         deadline = self._deadline(None)
 
         def list_tiers():
@@ -295,7 +297,7 @@ class Client(_Settings):
                 raise from_rpc_error(e) from None
 
         resp = Retrying(**self._retry_policy(deadline))(list_tiers)
-        return [to_tier(t) for t in resp.tiers]
+        return to_tier_list(resp)
 
     def health(self, service: str = "") -> str:
         """grpc.health.v1 status of the router: "SERVING", "NOT_SERVING", ... (not retried)."""

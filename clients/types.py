@@ -70,3 +70,16 @@ class Tier:
     replicas: list[dict] = field(default_factory=list)
     # The live estimates predicted latency blends with the profile (None until measured).
     live: dict = field(default_factory=dict)
+
+
+class TierList(list):
+    """What `tiers()` returns: the router's `Tier`s, as a plain list (indexing, iteration, `==` with a list
+    all as before), plus `predictor`, the id of the accuracy predictor in force ("" when the tiers'
+    profiled accuracy ranks them), from the same ListTiers answer."""
+
+    def __init__(self, tiers=(), predictor: str = "") -> None:
+        super().__init__(tiers)
+        self.predictor = predictor
+
+    def __repr__(self) -> str:
+        return f"TierList({list.__repr__(self)}, predictor={self.predictor!r})"

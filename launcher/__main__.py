@@ -66,8 +66,8 @@ QARR mesh is up after {up_s:.0f} s: router on {listen}, tiers {', '.join(tiers)}
 
   .venv/bin/qarr generate{qarr_flags} "What is the capital of France?"
   .venv/bin/qarr tiers{qarr_flags}
-  grpcurl {grpcurl_flags} {listen} list
-  grpcurl {grpcurl_flags} -d '{{"messages":[{{"role":"user","content":"What is the capital of France?"}}]}}' {listen} qarr.v1.RouterService/Generate
+  .venv/bin/grpcurl {grpcurl_flags} {listen} list
+  .venv/bin/grpcurl {grpcurl_flags} -d '{{"messages":[{{"role":"user","content":"What is the capital of France?"}}]}}' {listen} qarr.v1.RouterService/Generate
 {openai}
 A server that exits is restarted. Ctrl-C drains and stops the mesh.
 """
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         why = signal.Signals(stop.signal).name if stop.signal else "start failed"
         say(f"{why}: draining and stopping the router and {len(tiers)} tier servers")
         t0 = time.monotonic()
-        stop_all([router, *reversed(tiers)])
+        stop_all([router, *reversed(tiers)], say=say)
         say(f"stopped in {time.monotonic() - t0:.1f} s")
     return code
 

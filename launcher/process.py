@@ -43,8 +43,10 @@ REPO = Path(__file__).resolve().parent.parent
 # (the launcher, a benchmark, pytest), so leftovers can be found even after they lost their parent.
 OWNER_ENV = "QARR_STARTED_BY"
 # Time a server gets after its drain (notice + grace) to stop its engine and exit before its group is
-# killed: vLLM CPU needs 1-4 s; by then every stream has ended, so a kill loses nothing.
-SHUTDOWN_MARGIN_S = 3.0
+# killed. By then every stream has ended, so a kill loses nothing; vLLM CPU's own engine shutdown takes
+# 1-4 s. With the default 1 s notice the group is killed at grace + 2 s, which leaves 3 s of the
+# launcher's grace + 5 s for the kill to take effect (1.5-2.5 s for a vLLM tier on a loaded 2-core machine).
+SHUTDOWN_MARGIN_S = 1.0
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 SETPRIV = shutil.which("setpriv")  # util-linux; absent: servers do not die with their starter
@@ -244,12 +246,17 @@ class ServerProcess:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(signal.SIGTERM)
 
+    def signal_group(self, sig: int) -> None:
+        """Send `sig` to every process of the group (while the leader is unreaped, the group id is its own)."""
+        if self.proc is not None and self.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, sig)
+
     def kill(self) -> int | None:
         """SIGKILL the whole group now; the exit code."""
         if self.proc is None or self.returncode is not None:
             return self.returncode
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.signal_group(signal.SIGKILL)
         return self._reap()
 
     def stop(self, timeout: float | None = None) -> int | None:
@@ -270,17 +277,31 @@ class ServerProcess:
         self.stop()
 
 
-def stop_all(servers: Iterable[ServerProcess | None], timeout: float | None = None) -> None:
-    """Stop several servers at once: SIGTERM to all (their drains overlap), then wait for each
-    up to its own stop timeout from now, killing the group of any that is still there."""
+def stop_all(servers: Iterable[ServerProcess | None], timeout: float | None = None,
+             say: Callable[[str], None] | None = None, poll_s: float = 0.05) -> None:
+    """Stop several servers at once: SIGTERM to all (their drains overlap); each one still running
+    at its own stop timeout has its whole group killed then, without waiting for the others.
+    `say` hears how each server that was running ended, and when."""
     servers = [s for s in servers if s is not None and s.proc is not None]
-    for s in servers:
+    pending = [s for s in servers if s.running]
+    for s in pending:
         s.terminate()
     t0 = time.monotonic()
-    for s in servers:
-        limit = s.stop_timeout_s if timeout is None else timeout
-        if s.wait_exit(max(0.0, t0 + limit - time.monotonic())) is None:
-            s.kill()
+    deadline = {id(s): t0 + (s.stop_timeout_s if timeout is None else timeout) for s in pending}
+    killed: set[int] = set()
+    while pending:
+        for s in list(pending):
+            code = s.exit_code()
+            if code is not None:
+                pending.remove(s)
+                if say:
+                    how = f"killed ({describe_exit(code)})" if id(s) in killed else f"exited with {describe_exit(code)}"
+                    say(f"{s.name} {how} {time.monotonic() - t0:.1f} s after SIGTERM")
+            elif id(s) not in killed and time.monotonic() >= deadline[id(s)]:
+                s.signal_group(signal.SIGKILL)
+                killed.add(id(s))
+        if pending:
+            time.sleep(poll_s)
 
 
 # ---------------------------------------------------------------- the mesh's servers

@@ -109,7 +109,7 @@ class Supervisor:
             up_s = now - s.started_at
             delay = w.backoff.after_exit(up_s)
             how = "while starting" if w.state == STARTING else f"after {up_s:.0f} s up"
-            self.say(f"{s.name} exited ({describe_exit(code)}) {how}; restarting in {delay:.0f} s")
+            self.say(f"{s.name} exited ({describe_exit(code)}) {how}; restarting in {delay:g} s")
             w.state, w.restart_at, w.exited_at = WAITING, now + delay, now
             return
         if w.state == STARTING:

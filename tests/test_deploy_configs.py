@@ -8,12 +8,14 @@ mesh in containers for real is `make compose-check` (docs/deploy.md).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from unittest import mock
 
 import kubernetes_validate
 import pytest
@@ -41,17 +43,13 @@ def with_defaults(value: str) -> str:
 
 
 def settings_from_env(env: dict[str, str]) -> TierConfig:
-    """The tier server's settings from a container's QARR_TIER_* variables (unknown names fail;
-    QARR_TIER_TLS__CERT is the nested setting tls.cert)."""
-    fields: dict = {}
-    for key, value in env.items():
-        if key.startswith(PREFIX):
-            *outer, name = key.removeprefix(PREFIX).lower().split("__")
-            node = fields
-            for part in outer:
-                node = node.setdefault(part, {})
-            node[name] = with_defaults(value)
-    return TierConfig.model_validate(fields)
+    """The tier server's settings from a container's QARR_TIER_* variables, read as the server reads them
+    (pydantic-settings: QARR_TIER_TLS__CERT is tls.cert, QARR_TIER_STOP a JSON list; unknown names fail)."""
+    tier_env = {key: with_defaults(value) for key, value in env.items() if key.startswith(PREFIX)}
+    unknown = [key for key in tier_env if key.removeprefix(PREFIX).lower().split("__")[0] not in TierConfig.model_fields]
+    assert not unknown, f"not tier server settings (pydantic-settings would ignore them): {unknown}"
+    with mock.patch.dict(os.environ, tier_env, clear=True):
+        return TierConfig()
 
 
 def settings_from_mesh(spec: TierSpec) -> TierConfig:
@@ -80,7 +78,7 @@ def dockerfile_copies() -> dict[str, str]:
 
 def prepared_models() -> set[str]:
     """Model folders the image makes at build time (tier_server.prepare --out)."""
-    return set(re.findall(r"tier_server\.prepare\s+--out\s+(\S+)", dockerfile()))
+    return set(re.findall(r"tier_server\.prepare\b[^\n]*?\s--out\s+(\S+)", dockerfile()))
 
 
 def kubectl() -> str:
@@ -132,6 +130,43 @@ def test_every_shipped_mesh_file_loads():
     for path in ("mesh.yaml", "mesh.quant.yaml", "deploy/compose-mesh.yaml", "deploy/compose-mesh.secure.yaml",
                  "deploy/k8s/base/mesh.yaml", "deploy/k8s/components/secure/mesh.yaml"):
         assert load_mesh(REPO / path).tiers, path
+
+
+# Serve settings that say where and how long a server runs on its host, not what it serves: a
+# deployment sets its own (ports, listen addresses, grace, log format, TLS). Every other setting
+# of a tier (dtype, KV cache, prompt_template, stop, engine, limits...) must be mesh.yaml's.
+PLACEMENT = {"host", "port", "metrics_host", "metrics_port", "health_port", "grace_seconds", "drain_notice_seconds",
+             "log_level", "log_format", "otlp_endpoint", "tls", "reflection"}
+# The router's mesh files of each deployment, with the files that give their tiers' serve settings.
+DEPLOYED_MESHES = ("deploy/compose-mesh.yaml", "deploy/k8s/base/mesh.yaml", "deploy/k8s/components/secure/mesh.yaml")
+
+
+def what_a_tier_serves(spec: TierSpec) -> dict:
+    """A tier's identity and serve settings, less placement; the model by its folder name (paths differ per host)."""
+    return dict(model=Path(spec.model).name, quantization=spec.quantization, max_model_len=spec.max_model_len,
+                serve=spec.serve.model_dump(exclude=PLACEMENT))
+
+
+def test_compose_and_kubernetes_run_the_tiers_of_mesh_yaml_with_its_serve_settings():
+    """Each deployed mesh (compose, its secure variant, the Kubernetes base and secure component) has exactly mesh.yaml's tiers, serving the same model folder, quantization, context and serve settings (prompt_template, stop, dtype, KV cache...)."""
+    local = {t.name: what_a_tier_serves(t) for t in load_mesh(REPO / "mesh.yaml").tiers}
+    for path in DEPLOYED_MESHES:
+        deployed = {t.name: what_a_tier_serves(t) for t in load_mesh(REPO / path).tiers}
+        assert deployed == local, path
+    # The secure compose router file names the tiers only (their serve settings are compose.yaml's).
+    secure = load_mesh(REPO / "deploy/compose-mesh.secure.yaml")
+    compose_mesh = load_mesh(REPO / "deploy/compose-mesh.yaml")
+    assert [(t.name, t.address, t.model) for t in secure.tiers] == [(t.name, t.address, t.model) for t in compose_mesh.tiers]
+
+
+def test_a_serve_setting_that_differs_from_mesh_yaml_is_caught():
+    """The comparison bites: a deployed tier without mesh.yaml's stop string or with another dtype differs."""
+    (gemma,) = [t for t in load_mesh(REPO / "deploy/compose-mesh.yaml").tiers if t.serve.stop]
+    local = next(t for t in load_mesh(REPO / "mesh.yaml").tiers if t.name == gemma.name)
+    assert what_a_tier_serves(gemma) == what_a_tier_serves(local)
+    for change in ({"stop": []}, {"dtype": "bfloat16"}, {"prompt_template": None}):
+        changed = gemma.model_copy(update={"serve": gemma.serve.model_copy(update=change)})
+        assert what_a_tier_serves(changed) != what_a_tier_serves(local), change
 
 
 # --- compose -------------------------------------------------------------------
@@ -206,6 +241,18 @@ def test_dockerfile_copies_every_package_of_the_project():
     folders = {package_dir.get(p.split(".")[0], p.split(".")[0]).split("/")[0] for p in setuptools["packages"]}
     copied = {src for src in dockerfile_copies() if (REPO / src).is_dir()}
     assert folders <= copied, f"not copied into the image: {sorted(folders - copied)}"
+
+
+def test_pyproject_lists_every_package_so_the_image_wheel_has_them():
+    """Every folder with an __init__.py under a listed package is itself listed: the image installs QARR as a
+    wheel (not editable), which would lack an unlisted subpackage (router.http was once missing: ModuleNotFoundError)."""
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    package_dir, listed = setuptools.get("package-dir", {}), set(setuptools["packages"])
+    for package in {p.split(".")[0] for p in listed}:
+        root = REPO / package_dir.get(package, package)
+        found = {".".join((package, *init.parent.relative_to(root).parts)) for init in root.rglob("__init__.py")
+                 if "node_modules" not in init.parts and "__pycache__" not in init.parts}
+        assert found <= listed, f"not in pyproject.toml's packages: {sorted(found - listed)}"
 
 
 # --- Kubernetes ----------------------------------------------------------------

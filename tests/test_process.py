@@ -7,11 +7,11 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
-from launcher.process import REPO, ServerExited, ServerProcess, free_port, local_env
-from launcher.supervisor import Backoff
+from launcher.process import REPO, ServerExited, ServerProcess, free_port, local_env, stop_all
 from tests.process_tree import alive, descendants, in_groups, wait_until_none
 
 # A stand-in server: starts a child that lives on (as vLLM's EngineCore would), says its pid, then waits.
@@ -27,6 +27,7 @@ WITH_CHILD = textwrap.dedent("""
 
 def start_with_child(tmp_path, *args: str) -> tuple[ServerProcess, int]:
     log = tmp_path / "server.log"
+    tmp_path.mkdir(parents=True, exist_ok=True)
     server = ServerProcess("stand-in", [sys.executable, "-c", WITH_CHILD, *args], log=log).start()
     wait_until_none(lambda: [] if log.read_text().strip() else [server], timeout=30)
     return server, int(log.read_text().split()[0])
@@ -112,14 +113,6 @@ def test_local_env_marks_servers_with_the_process_that_started_the_mesh():
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(REPO)
 
 
-def test_restart_backoff_doubles_to_its_cap_and_starts_over_after_a_stable_run():
-    """1, 2, 4 ... capped; a server that stayed up stable_s restarts after the initial delay again."""
-    b = Backoff(initial_s=1, max_s=8, stable_s=60)
-    assert [b.after_exit(up_s=2) for _ in range(6)] == [1, 2, 4, 8, 8, 8]
-    assert b.after_exit(up_s=61) == 1
-    assert b.after_exit(up_s=3) == 2
-
-
 def test_descendants_walks_the_process_tree(tmp_path):
     """The test helper finds a server's child below it (used to record every process of a mesh)."""
     server, child = start_with_child(tmp_path)
@@ -127,3 +120,16 @@ def test_descendants_walks_the_process_tree(tmp_path):
         assert child in {p.pid for p in descendants(server.pid)}
     finally:
         server.stop(timeout=5)
+
+
+def test_stop_all_drains_together_and_kills_each_late_server_at_its_own_deadline(tmp_path):
+    """stop_all: SIGTERM to all at once; servers ignoring it are killed (children too) at the timeout,
+    not one after the other; each end is reported."""
+    servers = [start_with_child(tmp_path / str(i), "ignore-term") for i in range(3)]
+    said: list[str] = []
+    t0 = time.monotonic()
+    stop_all([s for s, _ in servers], timeout=1.0, say=said.append)
+    took = time.monotonic() - t0
+    assert 1.0 <= took < 2.5, took
+    assert len(said) == 3 and all("killed (SIGKILL)" in line for line in said), said
+    assert not wait_until_none(lambda: alive([p for s, child in servers for p in (s.pid, child)]), timeout=5)[0]

@@ -1,4 +1,5 @@
-"""The README's grpcurl lines ("Run it") work as written against a real router over fake tiers."""
+"""The README's grpcurl lines ("Run it") work as written against a real router over fake tiers, and the
+launcher's banner shows the same commands."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import sys
 
 import pytest
 
+from launcher.__main__ import banner
+from mesh.config import load_mesh
 from tests.clients.conftest import running_mesh
 from tests.clients.fakes import RecordingEngine
 from tests.harness import REPO
@@ -17,16 +20,27 @@ from tests.harness import REPO
 README_ADDRESS = "127.0.0.1:50051"
 
 
-def readme_grpcurl_lines() -> list[str]:
-    """Every `grpcurl` command in the README's "Run it" section, continuation lines joined."""
+def readme_run_it_commands() -> list[str]:
+    """Every command in the README's "Run it" section's sh blocks, continuation lines joined."""
     section = re.search(r"^## Run it\n(.*?)^## ", (REPO / "README.md").read_text(), re.S | re.M)
     assert section, "README has no '## Run it' section"
-    lines: list[str] = []
-    for block in re.findall(r"```sh\n(.*?)```", section.group(1), re.S):
-        for command in block.replace("\\\n", " ").splitlines():
-            if command.split(maxsplit=1)[:1] and command.split()[0].endswith("grpcurl"):
-                lines.append(command)
-    return lines
+    return [command for block in re.findall(r"```sh\n(.*?)```", section.group(1), re.S)
+            for command in block.replace("\\\n", " ").splitlines() if command.strip()]
+
+
+def readme_grpcurl_lines() -> list[str]:
+    """Every `grpcurl` command in the README's "Run it" section, continuation lines joined."""
+    return [command for command in readme_run_it_commands() if command.split()[0].endswith("grpcurl")]
+
+
+def normalized(command: str) -> str:
+    """A shell line without its trailing `# comment` and with single spaces (JSON inside quotes has no '  #')."""
+    return " ".join(re.sub(r"\s+#[^'\"]*$", "", command).split())
+
+
+def banner_commands(text: str) -> list[str]:
+    """The commands a launcher banner shows (its indented lines, continuation lines joined)."""
+    return [line.strip() for line in text.replace("\\\n", " ").splitlines() if line.startswith("  ")]
 
 
 async def run_as_written(line: str, router: str) -> tuple[int, str, str]:
@@ -67,3 +81,15 @@ async def test_readme_grpcurl_lines_work_as_written():
                 assert messages[-1]["tier"] == "bf16"
                 assert messages[-1]["finish_reason"] in ("FINISH_REASON_STOP", "FINISH_REASON_LENGTH")
                 assert int(messages[-1]["usage"]["completion_tokens"]) == len(messages) - 1
+
+
+def test_the_launcher_banner_shows_the_readmes_commands_for_make_up():
+    """For mesh.yaml (what `make up` runs) every qarr and grpcurl command of the banner is a README "Run it" line as
+    written, paths included (.venv/bin/grpcurl: a fresh machine has no grpcurl on PATH), and it shows grpcurl."""
+    config = load_mesh(REPO / "mesh.yaml")
+    shown = banner_commands(banner(config.listen, [t.name for t in config.tiers], 0.0, config))
+    readme = {normalized(c) for c in readme_run_it_commands()}
+    tools = [c for c in shown if c.split()[0].rpartition("/")[2] in ("qarr", "grpcurl")]
+    assert {c.split()[0] for c in tools} == {".venv/bin/qarr", ".venv/bin/grpcurl"}, tools
+    for command in tools:
+        assert normalized(command) in readme, f"the banner's {command!r} is not in the README's Run it section"

@@ -100,6 +100,30 @@ async def router(engine: RecordingEngine) -> AsyncIterator[str]:
 
 
 @pytest.fixture
+async def predicted_router(tmp_path) -> AsyncIterator[tuple[str, str]]:
+    """A real router over fake tiers "a" and "b" whose profiles file names a trained accuracy predictor;
+    yields (its address, the predictor's id)."""
+    from router.reload import load_both
+    from tests.router.routing_helpers import FakeTier, Router, profile, tier_entry
+    from tests.router.test_router_predictor import trained, write_predictor
+
+    a, b = await FakeTier("a").start(), await FakeTier("b").start()
+    try:
+        files = Router(tmp_path, [tier_entry(a), tier_entry(b)], {"a": profile(0.5), "b": profile(0.5)})
+        predictor_id = write_predictor(files, trained()[0])
+        router = RouterServer(*load_both(files.config_path), files.config_path)
+        address = f"127.0.0.1:{await router.start('127.0.0.1:0')}"
+        try:
+            await wait_tiers_serving(address, ["a", "b"], timeout=60)
+            yield address, predictor_id
+        finally:
+            await router.stop(0)
+    finally:
+        await b.stop()
+        await a.stop()
+
+
+@pytest.fixture
 async def scripted() -> AsyncIterator[tuple[str, ScriptedRouter]]:
     """A RouterService that answers every Generate with the status its prompt names."""
     fake = ScriptedRouter()

@@ -39,13 +39,27 @@ async def test_generate_error_prints_class_message_and_reason_and_exits_2(router
 
 async def test_tiers_prints_a_table_with_health_breaker_and_load(router):
     """`qarr tiers` prints one row per tier under NAME, HEALTH, BREAKER and load columns; --json prints the dataclasses."""
-    code, out, _ = await run_cli("tiers", "--target", router)
+    code, out, err = await run_cli("tiers", "--target", router)
     header, row = out.splitlines()
     assert code == 0
     assert header.split()[:7] == ["NAME", "QUANT", "HEALTH", "BREAKER", "IN-FLIGHT", "RUN/WAIT", "KV"]
     assert row.split()[:3] == ["a", "q-a", "SERVING"]
+    assert err == "predictor: none (tiers ranked by their profiled accuracy)\n"
     code, out, _ = await run_cli("tiers", "--target", router, "--json")
     assert [t["name"] for t in json.loads(out)] == ["a"]
+
+
+async def test_tiers_prints_the_predictor_in_force(predicted_router):
+    """`qarr tiers` (table or --json) prints the id of the router's accuracy predictor on stderr; stdout stays the
+    header and one row per tier (or the JSON list) that scripts read."""
+    address, predictor_id = predicted_router
+    code, out, err = await run_cli("tiers", "--target", address)
+    assert code == 0, err
+    assert err == f"predictor: {predictor_id}\n"
+    assert sorted(line.split()[0] for line in out.splitlines()[1:]) == ["a", "b"]
+    code, out, err = await run_cli("tiers", "--target", address, "--json")
+    assert code == 0 and sorted(t["name"] for t in json.loads(out)) == ["a", "b"]
+    assert err == f"predictor: {predictor_id}\n"
 
 
 async def test_health_prints_serving_and_exits_0(router):

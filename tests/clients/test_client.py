@@ -22,6 +22,7 @@ from clients import (
     ResourceExhausted,
     ServerError,
     Tier,
+    TierList,
     Unauthenticated,
     Unavailable,
     Usage,
@@ -112,6 +113,28 @@ async def test_tiers_are_typed(router):
         tiers = await client.tiers()
     assert [type(t) for t in tiers] == [Tier]
     assert (tiers[0].name, tiers[0].health, tiers[0].quantization) == ("a", "SERVING", "q-a")
+
+
+async def test_tiers_name_the_predictor_in_force_and_stay_a_list(router, predicted_router):
+    """tiers() (sync and async) is still a list of Tier, and its .predictor is ListTiers' predictor: a trained
+    predictor's id when the profiles name one, "" when none is in force."""
+    address, predictor_id = predicted_router
+    async with AsyncClient(address) as client:
+        tiers = await client.tiers()
+
+    def run(target):
+        with Client(target) as client:
+            return client.tiers()
+
+    synced = await asyncio.to_thread(run, address)
+    for got in (tiers, synced):
+        assert isinstance(got, list) and isinstance(got, TierList)
+        assert sorted(t.name for t in got) == ["a", "b"] and all(type(t) is Tier for t in got)
+        assert got.predictor == predictor_id and predictor_id
+        assert got == list(got) and "predictor=" in repr(got)
+    async with AsyncClient(router) as client:
+        assert (await client.tiers()).predictor == ""
+    assert (await asyncio.to_thread(run, router)).predictor == ""
 
 
 async def test_passing_both_prompt_and_messages_is_refused_before_any_call(router):

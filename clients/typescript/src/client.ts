@@ -49,6 +49,13 @@ export interface ClientOptions {
   tls?: boolean;
   /** PEM roots to trust; implies TLS. */
   rootCertificates?: Buffer;
+  /**
+   * PEM private key of `certificateChain`: the client certificate for a router that requires one (mutual
+   * TLS, the router's `tls.client_ca`). The two go together; they imply TLS.
+   */
+  privateKey?: Buffer;
+  /** PEM client certificate chain presented to the router (mutual TLS); goes with `privateKey`. */
+  certificateChain?: Buffer;
   /** Sent as `authorization: Bearer <token>` on every call. */
   token?: string;
   /** Retries before the first message (default 2). */
@@ -82,11 +89,14 @@ export class QarrClient {
     this.target = options.target || process.env[TARGET_ENV] || DEFAULT_TARGET;
     this.timeoutMs = options.timeoutMs === undefined ? DEFAULT_TIMEOUT_MS : options.timeoutMs;
     this.maxRetries = maxRetries;
+    if ((options.privateKey === undefined) !== (options.certificateChain === undefined)) {
+      throw new TypeError("privateKey and certificateChain go together (a client certificate for mutual TLS)");
+    }
     this.token = options.token;
-    const creds =
-      options.tls || options.rootCertificates
-        ? credentials.createSsl(options.rootCertificates ?? null)
-        : credentials.createInsecure();
+    const tls = options.tls || options.rootCertificates || options.certificateChain;
+    const creds = tls
+      ? credentials.createSsl(options.rootCertificates ?? null, options.privateKey ?? null, options.certificateChain ?? null)
+      : credentials.createInsecure();
     this.stub = new RouterServiceClient(this.target, creds, { ...CHANNEL_OPTIONS, ...options.channelOptions });
   }
 

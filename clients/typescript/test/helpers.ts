@@ -19,19 +19,32 @@ export function python(): string {
 export interface Mesh {
   router: string;
   tiers: Record<string, string>;
+  /** With `mtls`: the folder of the throwaway PKI (scripts/dev_certs.py's files); else null. */
+  pki: string | null;
   stop(): Promise<void>;
+}
+
+export interface MeshOptions {
+  /** The router serves TLS and requires a client certificate that the PKI's client-ca.pem signed. */
+  mtls?: boolean;
 }
 
 /**
  * Start `python test/fake_mesh.py` with one fake tier per entry (name -> ms per token), plus `deadTiers`
- * (nothing listening), and a real router over them; resolves once every live tier is SERVING at the router. `stop()` closes the
- * helper's stdin, which stops every process it started.
+ * (nothing listening), and a real router over them (with `options.mtls`, one that requires a client
+ * certificate); resolves once every live tier is SERVING at the router. `stop()` closes the helper's stdin,
+ * which stops every process it started.
  */
-export async function startMesh(tiers: Record<string, number>, deadTiers: string[] = []): Promise<Mesh> {
+export async function startMesh(
+  tiers: Record<string, number>,
+  deadTiers: string[] = [],
+  options: MeshOptions = {},
+): Promise<Mesh> {
   const args = [
     join(PACKAGE_DIR, "test", "fake_mesh.py"),
     ...Object.entries(tiers).flatMap(([n, ms]) => ["--tier", `${n}:${ms}`]),
     ...deadTiers.flatMap((n) => ["--dead-tier", n]),
+    ...(options.mtls ? ["--mtls"] : []),
   ];
   const proc: ChildProcessWithoutNullStreams = spawn(python(), args, { stdio: ["pipe", "pipe", "pipe"] });
   let stderr = "";
@@ -45,10 +58,15 @@ export async function startMesh(tiers: Record<string, number>, deadTiers: string
     );
     proc.once("error", reject);
   });
-  const { router, tiers: addresses } = JSON.parse(line) as { router: string; tiers: Record<string, string> };
+  const { router, tiers: addresses, pki } = JSON.parse(line) as {
+    router: string;
+    tiers: Record<string, string>;
+    pki: string | null;
+  };
   return {
     router,
     tiers: addresses,
+    pki,
     async stop() {
       proc.stdin.end();
       const timer = setTimeout(() => proc.kill("SIGKILL"), 30_000);
