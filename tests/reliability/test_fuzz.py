@@ -84,7 +84,10 @@ INTERNALS = ("Traceback", 'File "', "site-packages", "Exception", "Error parsing
 
 def _clean(details: str, reason: str) -> bool:
     """An error answer has a reason and a bounded message with no traceback, source path or exception text.
-    (Caller text is quoted back clipped, so a bare ".py" may be the caller's own.)"""
+    (Caller text is quoted back clipped, so a bare ".py" may be the caller's own.) A message over gRPC's receive
+    limit is refused by gRPC itself before any handler runs: RESOURCE_EXHAUSTED naming both sizes, no reason."""
+    if "Received message larger than max" in details:
+        return True  # gRPC's own refusal of a message over the server's receive limit (RESOURCE_EXHAUSTED, both sizes)
     return bool(reason) and len(details) <= 600 and not any(marker in details for marker in INTERNALS)
 
 
