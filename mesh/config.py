@@ -117,6 +117,9 @@ class ServeConfig(Strict):
     metrics_port: int | None = Field(None, ge=0, description="port of /metrics (0 = any free port; unset = off)")
     otlp_endpoint: str | None = Field(None, description="OTLP/gRPC trace collector, e.g. http://127.0.0.1:4317 (unset = off)")
     fake_token_delay_ms: float = Field(0.0, ge=0, description="fake engine: delay per token")
+    fake_engine_process: bool = Field(
+        False, description="fake engine: run a stand-in engine process; when it dies the engine is dead (like vLLM's EngineCore)"
+    )
     # How prompts are framed (tier_server/prompting.py): for base and fine-tuned models.
     prompt_template: str | None = Field(
         None, description="frames raw prompts, and chat messages when the model has no chat template; holds {prompt}"
@@ -346,6 +349,9 @@ class MeshConfig(Strict):
     # Health Check (besides Watch) and GetLoad are polled this often, each call with this deadline.
     health_interval_s: float = Field(1.0, gt=0)
     health_timeout_s: float = Field(2.0, gt=0)
+    # A stream whose tier has answered no health check for this long, and that relayed nothing for as long,
+    # is ended UNAVAILABLE with the count delivered (gRPC keepalive left such streams open for minutes).
+    stalled_stream_s: float = Field(5.0, gt=0)
     load_interval_s: float = Field(1.0, gt=0)
     # How often the config and profiles files are checked for changes.
     reload_interval_s: float = Field(0.5, gt=0)

@@ -37,6 +37,10 @@ ONLY = Pick("", "only_replica")  # the pick of a tier's only replica (its addres
 CHANNEL_OPTIONS = (
     # One retry layer: the router's own. gRPC's transparent retries stay off.
     ("grpc.enable_retries", 0),
+    # A fixed receive window per tier stream (64 KiB): with BDP probing the window grew whenever a tier
+    # outpaced a caller that had stopped reading, and the router buffered MiBs per stalled stream (26 MiB
+    # for 21 streams after 20 s, still growing). Token streams need no bandwidth-delay tuning.
+    ("grpc.http2.bdp_probe", 0),
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.http2.max_pings_without_data", 0),
@@ -103,6 +107,7 @@ class Backend:
         self.serving: bool | None = None  # None: not heard from yet
         self.load = common_pb2.Load()
         self.in_flight = 0
+        self.silent_since: float | None = None  # monotonic time of the first health Check still unanswered
         self.served = 0  # streams that ended OK here
         f = config.feedback
         self.stats = LiveStats(f.alpha, f.min_samples, f.stale_half_life_s)
@@ -145,10 +150,14 @@ class Backend:
         request = health_pb2.HealthCheckRequest(service=TIER_SERVICE)
         while True:
             await asyncio.sleep(self.config.health_interval_s)
+            sent = time.monotonic()
             try:
                 resp = await self.health_stub.Check(request, timeout=self.config.health_timeout_s)
+                self.silent_since = None
                 self._set_serving(resp.status == SERVING)
             except grpc.aio.AioRpcError:
+                if self.silent_since is None:
+                    self.silent_since = sent
                 self._set_serving(False)
 
     async def _poll_load(self) -> None:

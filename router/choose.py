@@ -127,7 +127,7 @@ def _pinned(request: RequestView, tiers: Sequence[TierSpec], live_state: Mapping
     by_name = {t.name: t for t in tiers}
     tier = by_name.get(request.pinned)
     if tier is None:
-        raise UnknownTier(f"routing.tier {clip(request.pinned)!r} is not a known tier; known tiers: {list(by_name)}")
+        raise UnknownTier(f"routing.tier {clip(request.pinned)} is not a known tier; known tiers: {list(by_name)}")
     refusal = _refusal(request, tier, live_state.get(tier.name))
     if refusal and refusal[0] != MAYBE_TOO_LONG:  # pinned: where the router cannot count, the tier decides
         kind, why = refusal

@@ -29,7 +29,7 @@ import grpc
 
 from mesh.config import DEFAULT_MAX_TOKENS, MeshConfig
 from qarr.v1 import common_pb2, router_service_pb2 as pb, tier_service_pb2
-from router.backends import BackendPool
+from router.backends import Backend, BackendPool
 from router.breaker import State
 from router.choose import Candidate, RequestView, choose_tier
 from router.classify import Signals, classify
@@ -43,6 +43,12 @@ from router.tokens import TokenCounter, upper_bound
 from router.upstream import open_upstream
 
 LAST_MESSAGE_TAG = 0x10  # field 2, varint: finish_reason
+
+
+def _being_cancelled() -> bool:
+    """Whether the current task has been asked to stop (its caller went away, its deadline passed)."""
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)  # Python 3.11+
+    return cancelling is not None and cancelling() > 0
 
 
 def _no_deadline() -> float | None:
@@ -86,6 +92,21 @@ class ReplicaState:
     served: int
 
 
+@dataclass(slots=True, eq=False)
+class Relay:
+    """One tier stream being relayed, as the router's drain and stall checks see it (never read per chunk)."""
+
+    backend: Backend
+    call: grpc.aio.UnaryStreamCall
+    last: bytes  # the last message relayed: a stalled stream keeps the same one
+    seen: bytes | None = None  # `last` when cut_stalled() last looked
+    still_since: float = 0.0  # since when cut_stalled() has seen `last` unchanged
+    cut: str = ""  # why the router ended it: CUT_DRAIN or CUT_STALLED
+
+
+CUT_DRAIN, CUT_STALLED = "drain", "stalled"
+
+
 @dataclass(frozen=True, slots=True)
 class TierState:
     """One tier as ListTiers (or /v1/models) shows it: aggregates over its replicas, and each replica."""
@@ -114,6 +135,8 @@ class Router:
         self.tokens = TokenCounter()
         self.in_flight = 0
         self.requests = 0  # breaks the replica picker's ties
+        self._peak_in_flight = 0  # highest in_flight since take_peak_in_flight() was last called
+        self._relaying: set[Relay] = set()  # tier streams being relayed (cut_streams and cut_stalled end them)
         self.in_flight_by_caller: dict[str, int] = {}  # only callers counted against max_in_flight_per_caller
         self._trailers: dict[tuple[str, str, int, str, str], bytes] = {}
 
@@ -125,6 +148,36 @@ class Router:
         self.budget.configure(config.retry.budget_ratio, config.retry.budget_burst)
         self._trailers = {}  # they name the accuracy predictor in force
         await self.pool.retire(gone)
+
+    def cut_streams(self) -> int:
+        """End every stream being relayed now (the end of a drain's grace): each caller gets the count of tokens
+        delivered and UNAVAILABLE, rather than the bare cancel gRPC gives calls still open when its grace is
+        over. Returns how many were cut."""
+        for relay in self._relaying:
+            relay.cut = CUT_DRAIN
+            relay.call.cancel()
+        return len(self._relaying)
+
+    def cut_stalled(self, now: float, stall_s: float) -> int:
+        """End the streams whose tier has not answered a health check since `stall_s` ago and that relayed
+        nothing for as long (a hung or black-holed tier: gRPC keepalive does not end them). A stream that is
+        slow because its caller does not read is left alone: its tier still answers. Returns how many."""
+        cut = 0
+        for relay in self._relaying:
+            if relay.last is not relay.seen:
+                relay.seen, relay.still_since = relay.last, now
+                continue
+            silent_since = relay.backend.silent_since
+            if silent_since is not None and now - silent_since >= stall_s and now - relay.still_since >= stall_s:
+                relay.cut = CUT_STALLED
+                relay.call.cancel()
+                cut += 1
+        return cut
+
+    def take_peak_in_flight(self) -> int:
+        """The most streams relayed at once since the last call (for releasing memory after a spike)."""
+        peak, self._peak_in_flight = self._peak_in_flight, self.in_flight
+        return peak
 
     def ready(self) -> bool:
         """Some replica of some tier is SERVING and its breaker lets traffic through: the router can serve now."""
@@ -188,31 +241,52 @@ class Router:
             rq.replica, rq.pick = backend.address, up.pick
             call.tier, call.routing_reason, call.attempts, call.replica = backend.name, candidate.reason, up.attempts, backend.address
             trailer = self._trailer(backend.name, candidate.reason, up.attempts, predictor, backend.address)
-            last = up.first
+            relay = Relay(backend, up.call, up.first)
             code = None
+            self._relaying.add(relay)
             try:
-                if last[0] == LAST_MESSAGE_TAG:
-                    yield last + trailer
+                if relay.last[0] == LAST_MESSAGE_TAG:
+                    yield relay.last + trailer
                 else:
                     rq.first_token()
-                    yield last
+                    yield relay.last
                     async for chunk in up.chunks:
                         if chunk and chunk[0] == LAST_MESSAGE_TAG:
                             chunk += trailer
-                        last = chunk
+                        relay.last = chunk
                         yield chunk
                 code = grpc.StatusCode.OK
                 status = "OK"
+            except asyncio.CancelledError:
+                # Reading a tier stream that cut_streams() or cut_stalled() cancelled raises CancelledError in
+                # this task, which is not itself being cancelled (its caller is still there): end it as a cut.
+                if not (relay.cut and up.call.cancelled() and not _being_cancelled()):
+                    raise
+                delivered = pb.GenerateResponse.FromString(relay.last).generated_tokens
+                yield self._error_message(delivered, candidate, backend.name, up.attempts, predictor, backend.address)
+                if relay.cut == CUT_DRAIN:
+                    code = grpc.StatusCode.CANCELLED  # not the tier's fault
+                    raise StreamInterrupted(
+                        f"the router is shutting down; the stream was cut after {delivered} tokens", "UNAVAILABLE",
+                        delivered, "ROUTER_SHUTTING_DOWN", tier=backend.name,
+                    ) from None
+                code = grpc.StatusCode.UNAVAILABLE  # counts against the tier
+                raise StreamInterrupted(
+                    f"tier {backend.name} stopped answering; the stream was cut after {delivered} tokens",
+                    "UNAVAILABLE", delivered, "TIER_UNRESPONSIVE", tier=backend.name,
+                ) from None
             except grpc.aio.AioRpcError as e:
                 code = e.code()
                 # Text already reached the caller: no retry. Say how much was delivered.
-                delivered = pb.GenerateResponse.FromString(last).generated_tokens
+                delivered = pb.GenerateResponse.FromString(relay.last).generated_tokens
                 yield self._error_message(delivered, candidate, backend.name, up.attempts, predictor, backend.address)
                 raise StreamInterrupted(
                     f"tier {backend.name} failed after {delivered} tokens: {(e.details() or code.name)[:256]}",
                     code.name, delivered, tier=backend.name,
                 ) from None
             finally:
+                self._relaying.discard(relay)
+                last = relay.last
                 up.call.cancel()
                 up.settle(code)
                 if code is grpc.StatusCode.OK:
@@ -257,6 +331,8 @@ class Router:
             self.in_flight_by_caller[caller] = held + 1
             counted_as = caller
         self.in_flight += 1
+        if self.in_flight > self._peak_in_flight:
+            self._peak_in_flight = self.in_flight
         return None, counted_as
 
     def _release(self, counted_as: str | None) -> None:

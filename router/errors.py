@@ -102,5 +102,9 @@ class DeadlineExceeded(RouteError):
 
 
 def clip(text: str, limit: int = 64) -> str:
-    """Caller text quoted back in an error: bounded, so an error never echoes a huge input."""
-    return text if len(text) <= limit else text[:limit] + "..."
+    """Caller text quoted back in an error, repr-style: at most `limit` + 3 characters, escapes included (64
+    astral characters quote as 640), so an error never echoes a huge input."""
+    quoted = repr(text[:limit])
+    if len(text) <= limit and len(quoted) <= limit + 2:
+        return quoted
+    return quoted[: limit + 2] + "..."

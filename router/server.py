@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from pathlib import Path
 
+from mesh.memory import release_after_spikes
 from mesh.server import SERVER_OPTIONS, MeshServer
 from qarr.v1 import router_service_pb2
 from router.auth import TokenInterceptor, TokenVerifier
@@ -23,6 +25,9 @@ from mesh.observability import MetricsServer, start_metrics_server
 log = logging.getLogger("qarr.router")
 # Settings a hot reload does not change (the listener and credentials are set up once, at start).
 RESTART_ONLY = ("listen", "tls", "upstream_tls", "auth", "reflection", "health_listen", "http")
+# A drain cuts the streams still open this long before its grace ends: time for each to send its last
+# message (the count delivered) and status before gRPC cancels whatever is left.
+CUT_MARGIN_S = 0.25
 SERVICE = router_service_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
 
 
@@ -64,6 +69,8 @@ class RouterServer:
         )
         self._reload_task: asyncio.Task | None = None
         self._readiness_task: asyncio.Task | None = None
+        self._memory_task: asyncio.Task | None = None
+        self._stall_task: asyncio.Task | None = None
         self.serving = False
         # The OpenAI-compatible HTTP door (router/http/): same core, own port; its health mirrors gRPC's.
         # With auth on it takes the same bearer tokens (the verifier's check), with tls the same certificate.
@@ -94,6 +101,11 @@ class RouterServer:
         if self.http is not None:
             self.http_port = await self.http.start()
         self._readiness_task = asyncio.create_task(self._follow_readiness(), name="readiness")
+        # After a burst of streams, give the memory they held back to the OS (mesh/memory.py).
+        self._memory_task = asyncio.create_task(
+            release_after_spikes(lambda: self.router.in_flight, self.router.take_peak_in_flight), name="release-memory"
+        )
+        self._stall_task = asyncio.create_task(self._cut_stalled_streams(), name="stalled-streams")
         log.info("router listening on port %d with tiers %s", port, list(self.pool.tiers))
         return port
 
@@ -105,6 +117,21 @@ class RouterServer:
         if changed:
             log.warning("config reload: %s change only on restart; keeping the running ones", ", ".join(changed))
         await self.router.apply(config.model_copy(update=running), profiles)
+
+    async def _cut_stalled_streams(self) -> None:
+        """Every quarter of stalled_stream_s (at most 1 s): end the streams of tiers that stopped answering."""
+        while True:
+            stall_s = self.router.config.stalled_stream_s
+            await asyncio.sleep(min(1.0, stall_s / 4))
+            cut = self.router.cut_stalled(time.monotonic(), stall_s)
+            if cut:
+                log.warning("cut %d streams stalled on tiers that stopped answering", cut)
+
+    async def _cut_streams_after(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        cut = self.router.cut_streams()
+        if cut:
+            log.warning("router drain: grace over, cut %d streams still open", cut)
 
     async def _follow_readiness(self) -> None:
         """Health SERVING only while some tier can take a request (router.ready()); re-checked on every
@@ -125,13 +152,17 @@ class RouterServer:
             await self.http.stop(grace)
 
     async def stop(self, grace: float, notice: float = 0.0) -> None:
-        for task in (self._reload_task, self._readiness_task):
+        """Drain: NOT_SERVING for `notice` seconds, then streams in flight get `grace` seconds; the ones still
+        open just before it ends are cut by the router, so their callers learn how many tokens they got."""
+        for task in (self._reload_task, self._readiness_task, self._memory_task, self._stall_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self.serving = False  # HTTP /health and /ready say NOT_SERVING from now on, as gRPC health does
+        cutter = asyncio.create_task(self._cut_streams_after(notice + grace - min(CUT_MARGIN_S, grace / 2)))
         await asyncio.gather(self.mesh.stop(grace, notice), self._stop_http(grace, notice))
+        cutter.cancel()
         if self._pool_mirror is not None:
             self._pool_mirror.cancel()
             with contextlib.suppress(asyncio.CancelledError):

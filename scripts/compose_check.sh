@@ -121,9 +121,10 @@ first=$(echo "$meta" | sed -n 's/.*tier=\([^ ]*\).*/\1/p')
 # Each tier answers the same question, pinned (with the framing and stop strings of its mesh entry).
 for s in "${tier_services[@]}"; do
   name=${s#tier-}
-  pinned=$("${compose[@]}" exec -T router qarr generate --tier "$name" --max-tokens 32 "What is the capital of France?" 2>&1) \
-    || fail "no answer from tier $name: $pinned"
-  say "answer from $name (pinned): $(echo "$pinned" | tr '\n' ' ')"
+  pinned=$("${compose[@]}" exec -T router qarr generate --tier "$name" --max-tokens 32 "What is the capital of France?" 2>/tmp/qarr-check-meta.$$) \
+    || { cat /tmp/qarr-check-meta.$$; rm -f /tmp/qarr-check-meta.$$; fail "no answer from tier $name"; }
+  say "answer from $name (pinned): \"$(echo "$pinned" | tr '\n' ' ' | sed 's/ *$//')\" $(cat /tmp/qarr-check-meta.$$)"
+  rm -f /tmp/qarr-check-meta.$$
 done
 # The tier killed second: another than the one that answered.
 other=$(printf '%s\n' "${tier_services[@]#tier-}" | grep -Fvx "$first" | head -1)

@@ -2,10 +2,11 @@
 
 TierServiceGenerateRequest and GenerateRequest share field numbers 1-3 and 5, so
 `generate_requests(cls)` fills those (prompt, messages, sampling, request_id) for
-either class; a caller adds its own fields (e.g. routing hints) on top. Values
+either class; `router_requests(tiers)` adds the router's routing hints on top. Values
 cover the edges: empty, huge, NaN/±inf/subnormal floats, full integer ranges,
 NUL and non-ASCII text, unknown roles. `random_bodies` gives raw byte strings,
-deterministic for a seed. `outcome` sends one raw body and reads the whole stream.
+deterministic for a seed. `outcome` (blocking) and `outcome_async` (grpc.aio) send
+one raw body and read the whole stream.
 """
 
 from __future__ import annotations
@@ -60,10 +61,37 @@ def generate_requests(draw, cls):
     return request
 
 
+@st.composite
+def router_requests(draw, tiers: tuple[str, ...] = ()):
+    """A GenerateRequest with hostile values in every field, routing hints included: a known tier, an unknown
+    or huge name, any latency budget, min_accuracy anywhere (NaN, infinities, outside [0, 1])."""
+    from qarr.v1 import router_service_pb2
+
+    request = draw(generate_requests(router_service_pb2.GenerateRequest))
+    if draw(st.booleans()):
+        request.routing.tier = draw(st.one_of(st.sampled_from(tiers or ("",)), TEXT))
+    if draw(st.booleans()):
+        request.routing.latency_budget_ms = draw(UINT32)
+    if draw(st.booleans()):
+        request.routing.min_accuracy = draw(FLOAT32)
+    return request
+
+
 def random_bodies(n: int, seed: int = 0, max_len: int = 2048) -> list[bytes]:
     """`n` random byte strings (lengths 0..max_len), the same ones for the same seed."""
     rng = random.Random(seed)
     return [rng.randbytes(rng.randint(0, max_len)) for _ in range(n)]
+
+
+async def outcome_async(channel: grpc.aio.Channel, method: str, body: bytes, timeout: float = 10.0) -> tuple[grpc.StatusCode, str, str]:
+    """`outcome` over a grpc.aio channel."""
+    call = channel.unary_stream(method, request_serializer=None, response_deserializer=None)
+    try:
+        async for _ in call(body, timeout=timeout):
+            pass
+    except grpc.aio.AioRpcError as e:
+        return e.code(), e.details() or "", reason_of(e.trailing_metadata())
+    return grpc.StatusCode.OK, "", ""
 
 
 def outcome(channel: grpc.Channel, method: str, body: bytes, timeout: float = 10.0) -> tuple[grpc.StatusCode, str, str]:

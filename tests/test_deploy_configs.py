@@ -243,6 +243,18 @@ def test_dockerfile_copies_every_package_of_the_project():
     assert folders <= copied, f"not copied into the image: {sorted(folders - copied)}"
 
 
+def test_pyproject_lists_every_package_so_the_image_wheel_has_them():
+    """Every folder with an __init__.py under a listed package is itself listed: the image installs QARR as a
+    wheel (not editable), which would lack an unlisted subpackage (router.http was once missing: ModuleNotFoundError)."""
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    package_dir, listed = setuptools.get("package-dir", {}), set(setuptools["packages"])
+    for package in {p.split(".")[0] for p in listed}:
+        root = REPO / package_dir.get(package, package)
+        found = {".".join((package, *init.parent.relative_to(root).parts)) for init in root.rglob("__init__.py")
+                 if "node_modules" not in init.parts and "__pycache__" not in init.parts}
+        assert found <= listed, f"not in pyproject.toml's packages: {sorted(found - listed)}"
+
+
 # --- Kubernetes ----------------------------------------------------------------
 
 

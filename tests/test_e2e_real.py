@@ -23,9 +23,10 @@ FRANCE_TURNS = [common_pb2.ChatMessage(**m) for m in FRANCE]
 
 
 @pytest.fixture(scope="session")
-async def router(real_tier):
-    """A real router in this process, in front of the real bf16 tier."""
-    server = RouterServer(MeshConfig(tiers=[TierSpec(name="bf16", address=real_tier, quantization="bf16", max_model_len=1024)]))
+async def router(real_tier, bundled_model):
+    """A real router in this process, in front of the real bf16 tier; it counts prompts with the tier's tokenizer."""
+    tier = TierSpec(name="bf16", address=real_tier, quantization="bf16", max_model_len=1024, model=str(bundled_model))
+    server = RouterServer(MeshConfig(tiers=[tier]))
     port = await server.start("127.0.0.1:0")
     address = f"127.0.0.1:{port}"
     async with grpc.aio.insecure_channel(address) as ch:  # wait until the router has seen the tier SERVING

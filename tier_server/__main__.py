@@ -12,12 +12,18 @@ from mesh.observability import configure_logging
 from mesh.server import install_uvloop, stop_event_on_signals
 from tier_server.config import TierConfig, load_tier_config
 
+# Exit status when the engine died: the process ends so that its supervisor (the launcher, a container
+# runtime) starts a new tier, engine included; a live process with a dead engine would never be restarted.
+EXIT_ENGINE_DEAD = 3
+ENGINE_DEAD_GRACE_S = 1.0
+
 
 def build_engine(cfg: TierConfig):
     if cfg.engine == "fake":
         from tier_server.fake_engine import FakeEngine
 
-        return FakeEngine(model=cfg.model, max_model_len=cfg.max_model_len, token_delay_s=cfg.fake_token_delay_ms / 1000)
+        return FakeEngine(model=cfg.model, max_model_len=cfg.max_model_len, token_delay_s=cfg.fake_token_delay_ms / 1000,
+                          engine_process=cfg.fake_engine_process)
     from tier_server.vllm_engine import VllmEngine, VllmSettings
 
     return VllmEngine(
@@ -32,7 +38,9 @@ def build_engine(cfg: TierConfig):
     )
 
 
-async def serve(cfg: TierConfig) -> None:
+async def serve(cfg: TierConfig) -> int:
+    """Run the tier until SIGTERM/SIGINT (drain, exit 0) or until its engine dies (exit EXIT_ENGINE_DEAD once the
+    calls in flight have ended: they fail at once with UNAVAILABLE; at most ENGINE_DEAD_GRACE_S)."""
     from tier_server.server import TierServer
 
     stop = stop_event_on_signals()
@@ -53,9 +61,20 @@ async def serve(cfg: TierConfig) -> None:
         health_address=f"{cfg.host}:{cfg.health_port}" if cfg.health_port is not None else None,
     )
     await server.start(f"{cfg.host}:{cfg.port}")
-    await stop.wait()
-    logging.getLogger("qarr.tier").info("tier %s draining (grace %.0f s)", cfg.name, cfg.grace_seconds)
+    log = logging.getLogger("qarr.tier")
+    waits = [asyncio.create_task(stop.wait()), asyncio.create_task(server.engine_died.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in waits:
+        task.cancel()
+    if server.engine_died.is_set():
+        # Health already says NOT_SERVING and the calls in flight failed at once: no notice, a short grace for
+        # their last messages (the full one would wait on the routers' health Watch streams for nothing).
+        log.error("tier %s: engine died; exiting with status %d so that it is restarted", cfg.name, EXIT_ENGINE_DEAD)
+        await server.stop(min(cfg.grace_seconds, ENGINE_DEAD_GRACE_S))
+        return EXIT_ENGINE_DEAD
+    log.info("tier %s draining (grace %.0f s)", cfg.name, cfg.grace_seconds)
     await server.stop(cfg.grace_seconds, cfg.drain_notice_seconds)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,11 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.engine == "fake":
         install_uvloop()
     try:
-        asyncio.run(serve(cfg))
+        return asyncio.run(serve(cfg))
     except MeshConfigError as e:  # a certificate or key file that cannot be used
         print(e, file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

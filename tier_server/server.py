@@ -44,6 +44,8 @@ class TierServer:
         servicer = TierServicer(engine, name, quantization, self.telemetry, limits=limits, prompt_format=prompt_format)
         add_to_server(servicer, self.mesh.server)
         self._watchdog: asyncio.Task | None = None
+        # Set once the engine died: the tier can serve nothing more until it is restarted (see __main__).
+        self.engine_died = asyncio.Event()
 
     async def start(self, address: str) -> int:
         """Listen first (health answers NOT_SERVING meanwhile), then load and warm up the engine."""
@@ -68,6 +70,7 @@ class TierServer:
             await asyncio.sleep(interval)
         log.error("tier %s: engine died; health NOT_SERVING", self.name)
         await self.mesh.set_health(False)
+        self.engine_died.set()
 
     async def stop(self, grace: float, notice: float = 0.0) -> None:
         """Drain: NOT_SERVING (for `notice` seconds before new calls are refused), in-flight
