@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from mesh.status import abort
@@ -22,6 +24,7 @@ class RecordingEngine(FakeEngine):
         self.unavailable_after_tokens: int | None = None  # then break streams after this many tokens
         self.in_flight = 0
         self.peak_in_flight = 0
+        self.hold_after: int | None = None  # requests past this many wait (until cancelled) before any text
 
     async def generate(self, prompt_token_ids, sampling, request_id):
         if request_id.startswith("warmup-"):
@@ -33,6 +36,8 @@ class RecordingEngine(FakeEngine):
         if self.unavailable_next > 0:
             self.unavailable_next -= 1
             raise EngineDead("injected: refused before the first token")
+        if self.hold_after is not None and len(self.requests) > self.hold_after:
+            await asyncio.Event().wait()  # held: only the caller's cancel ends it
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
