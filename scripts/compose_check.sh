@@ -26,6 +26,7 @@ else compose=(docker-compose); fi
 compose+=(-f compose.yaml -p "$project")
 # The router's port on an ephemeral loopback port: never clashes with a `make up` on 50051.
 export QARR_ROUTER_PUBLISH=127.0.0.1:
+export QARR_HTTP_PUBLISH=127.0.0.1:
 
 say() { echo "compose-check: $*"; }
 fail() { say "FAILED: $*"; exit 1; }
@@ -118,6 +119,18 @@ meta=$(cat /tmp/qarr-check-meta.$$); rm -f /tmp/qarr-check-meta.$$
 say "answer: $(echo "$answer" | tr '\n' ' ') $meta"
 first=$(echo "$meta" | sed -n 's/.*tier=\([^ ]*\).*/\1/p')
 [ -n "$first" ] || fail "the answer names no tier"
+# The OpenAI-compatible HTTP door, from the host through its published port.
+http_port=$("${compose[@]}" port router 8000 | sed 's/.*://')
+http_answer=$(python3 - "$http_port" <<'PY'
+import json, sys, urllib.request
+body = {"model": "auto", "max_tokens": 32, "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/v1/chat/completions", json.dumps(body).encode(),
+                             {"content-type": "application/json"})
+reply = json.load(urllib.request.urlopen(req, timeout=120))
+print(reply["model"], json.dumps(reply["choices"][0]["message"]["content"]), reply["usage"])
+PY
+) || fail "no answer through the HTTP door"
+say "HTTP door answer: $http_answer"
 # Each tier answers the same question, pinned (with the framing and stop strings of its mesh entry).
 for s in "${tier_services[@]}"; do
   name=${s#tier-}
