@@ -107,6 +107,11 @@ class ServeConfig(Strict):
     vllm_quantization: str | None = Field(None, description="vLLM quantization method, when not in the checkpoint")
     kv_cache_gib: float = Field(0.5, gt=0, description="KV-cache size in GiB (bounded, always)")
     max_num_seqs: int = Field(64, gt=0, description="most sequences the engine batches at once")
+    cpu_cores: str | None = Field(
+        None, pattern=r"^\d+(-\d+)?(,\d+(-\d+)?)*$",
+        description="vLLM CPU build: the cores this tier's engine threads run on, e.g. '0-3' or '0,2' (unset: not "
+                    "bound); tiers sharing one CPU each get their own cores instead of contending for all",
+    )
     grace_seconds: float = Field(10.0, ge=0, description="on SIGTERM, how long in-flight streams may finish")
     drain_notice_seconds: float = Field(
         1.0, ge=0, description="on SIGTERM, how long health says NOT_SERVING before new calls are refused"

@@ -77,13 +77,20 @@ async def serve(cfg: TierConfig) -> int:
     return 0
 
 
+def engine_environment(cfg: TierConfig) -> dict[str, str]:
+    """What the engine process needs in its environment: the cores of `cpu_cores` for the CPU build's OpenMP
+    threads (one thread a core), else a caller's own VLLM_CPU_OMP_THREADS_BIND, else unbound."""
+    bind = cfg.cpu_cores or os.environ.get("VLLM_CPU_OMP_THREADS_BIND") or "nobind"
+    return {"VLLM_CPU_OMP_THREADS_BIND": bind}
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = load_tier_config(sys.argv[1:] if argv is None else argv)
     configure_logging(cfg.log_format, cfg.log_level)
     # Offline by default: the model is a local folder, and no hub is reachable
     # on many of the machines this runs on.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+    os.environ.update(engine_environment(cfg))
     if cfg.engine == "fake":
         install_uvloop()
     try:
