@@ -67,7 +67,8 @@ COPY --from=build /opt/venv /opt/venv
 COPY --from=build /models /models
 COPY --from=build /dist /dist
 RUN /opt/venv/bin/pip install --quiet --no-index --no-deps --disable-pip-version-check /dist/*.whl && rm -rf /dist
-COPY profiles/default.yaml /app/profiles/default.yaml
+# The profiles and the accuracy predictor they name (hot-reloaded by the router from beside them).
+COPY profiles/default.yaml profiles/predictor.json /app/profiles/
 COPY deploy/compose-mesh.yaml deploy/compose-mesh.secure.yaml /app/deploy/
 WORKDIR /app
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 VLLM_CPU_OMP_THREADS_BIND=nobind \

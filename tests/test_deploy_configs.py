@@ -209,6 +209,9 @@ def test_compose_router_reads_the_mesh_file_and_profiles_baked_into_the_image():
     profiles = load_mesh(REPO / "deploy/compose-mesh.yaml").profiles
     in_image = (config_path.parent / Path(profiles).relative_to(REPO / "deploy")).resolve()
     assert copies["profiles/default.yaml"] == str(in_image)
+    predictor = yaml.safe_load((REPO / "profiles/default.yaml").read_text()).get("predictor")
+    if predictor:  # the predictor the profiles name lands beside them
+        assert copies[f"profiles/{predictor}"] == str(in_image.parent / predictor)
 
 
 def test_every_model_the_deploy_files_name_is_prepared_in_the_image():
