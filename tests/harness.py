@@ -5,8 +5,11 @@ Import as `from tests.harness import ...` (fixtures live in tests/conftest.py).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from launcher.process import REPO, ServerProcess, free_port, local_env as subprocess_env
@@ -27,3 +30,19 @@ def start_router_process(config: Path, *args: str, listen: str, log: Path | None
     """`python -m router --config FILE --listen ADDRESS ARGS`, started (wait with `.wait_serving()`)."""
     argv = [sys.executable, "-m", "router", "--config", str(config), "--listen", listen, *args]
     return ServerProcess("router", argv, listen, log=log).start()
+
+
+async def wait_for(check: Callable[[], Awaitable[bool] | bool], timeout: float, what: str | Callable[[], str],
+                   poll_s: float = 0.01) -> float:
+    """Poll until check() is true; the monotonic time it was first seen true. `what` (or what it returns) names
+    the awaited state in the failure."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ok = check()
+        if asyncio.iscoroutine(ok):
+            ok = await ok
+        if ok:
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g} s: {what() if callable(what) else what}")
+        await asyncio.sleep(poll_s)

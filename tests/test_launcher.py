@@ -14,7 +14,6 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import yaml
 
 from launcher.process import ServerProcess, free_port, is_serving
 from qarr.v1 import common_pb2, router_service_pb2 as pb, router_service_pb2_grpc
+from tests.harness import wait_for
 from tests.process_tree import Proc, alive, descendants, in_groups, wait_until_none
 
 GRACE_S = 2.0  # drain grace of every server in the fast tests
@@ -86,20 +86,6 @@ def cleanup(launcher: ServerProcess, recorded: list[Proc]) -> None:
             os.kill(p.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-async def wait_for(check: Callable[[], Awaitable[bool] | bool], timeout: float, what: str, poll_s: float = 0.05) -> float:
-    """Poll until check() is true; the monotonic time it was first seen true."""
-    deadline = time.monotonic() + timeout
-    while True:
-        ok = check()
-        if asyncio.iscoroutine(ok):
-            ok = await ok
-        if ok:
-            return time.monotonic()
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f} s: {what}")
-        await asyncio.sleep(poll_s)
 
 
 async def tiers(stub) -> dict[str, pb.TierInfo]:

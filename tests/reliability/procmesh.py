@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from launcher.process import REPO, ServerProcess, free_port, router_process, sto
 from mesh.config import load_mesh, parse_mesh
 from mesh.status import reason_of, retry_pushback_ms
 from qarr.v1 import common_pb2, router_service_pb2 as pb, router_service_pb2_grpc, tier_service_pb2, tier_service_pb2_grpc
+from tests.harness import wait_for  # noqa: F401  (the reliability tests import it from here)
 from tests.process_tree import descendants
 
 RESULTS = REPO / "results" / "reliability.json"
@@ -92,18 +93,25 @@ class ProcMesh:
                 t.start()
             self.router.start()
             await asyncio.gather(*(asyncio.to_thread(s.wait_serving, timeout) for s in [*self.tiers.values(), self.router]))
-            self.channel = grpc.aio.insecure_channel(self.address, options=CLIENT_OPTIONS)
-            self.stub = router_service_pb2_grpc.RouterServiceStub(self.channel)
-            await wait_for(self.all_serving, timeout, "the router sees every tier SERVING")
+            await self._connect(timeout)
         except BaseException:
             await self.stop()
             raise
         return self
 
-    async def stop(self) -> None:
+    async def _connect(self, timeout: float) -> None:
+        """Open the caller's channel to the router; return once the router sees every tier SERVING."""
+        self.channel = grpc.aio.insecure_channel(self.address, options=CLIENT_OPTIONS)
+        self.stub = router_service_pb2_grpc.RouterServiceStub(self.channel)
+        await wait_for(self.all_serving, timeout, "the router sees every tier SERVING")
+
+    async def _disconnect(self) -> None:
         if self.channel is not None:
             await self.channel.close()
             self.channel = None
+
+    async def stop(self) -> None:
+        await self._disconnect()
         await asyncio.to_thread(stop_all, [self.router, *self.tiers.values()])
 
     # ------------------------------------------------------------ what an operator sees
@@ -146,18 +154,14 @@ class LauncherMesh(ProcMesh):
         try:
             self.launcher.start()
             await asyncio.to_thread(self.launcher.wait_serving, timeout)
-            self.channel = grpc.aio.insecure_channel(self.address, options=CLIENT_OPTIONS)
-            self.stub = router_service_pb2_grpc.RouterServiceStub(self.channel)
-            await wait_for(self.all_serving, timeout, "the router sees every tier SERVING")
+            await self._connect(timeout)
         except BaseException:
             await self.stop()
             raise
         return self
 
     async def stop(self) -> None:
-        if self.channel is not None:
-            await self.channel.close()
-            self.channel = None
+        await self._disconnect()
         recorded = [p.pid for p in descendants(self.launcher.pid)] if self.launcher.running else []
         await asyncio.to_thread(self.launcher.stop)
         for pid in recorded:  # only after a failure: the launcher stops its servers itself
@@ -251,22 +255,6 @@ async def tier_health(address: str, timeout: float = 1.0) -> str:
         except grpc.aio.AioRpcError as e:
             return e.code().name
     return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
-
-
-async def wait_for(check: Callable[[], Awaitable[bool] | bool], timeout: float, what: str | Callable[[], str],
-                   poll_s: float = 0.01) -> float:
-    """Poll until check() is true; the monotonic time it was first seen true. `what` (or what it returns) names
-    the awaited state in the failure."""
-    deadline = time.monotonic() + timeout
-    while True:
-        ok = check()
-        if asyncio.iscoroutine(ok):
-            ok = await ok
-        if ok:
-            return time.monotonic()
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what() if callable(what) else what}")
-        await asyncio.sleep(poll_s)
 
 
 # ---------------------------------------------------------------- /metrics and /proc
