@@ -25,6 +25,7 @@ class RecordingEngine(FakeEngine):
         self.in_flight = 0
         self.peak_in_flight = 0
         self.hold_after: int | None = None  # requests past this many wait (until cancelled) before any text
+        self.held_cancelled = 0  # held requests whose call was cancelled
 
     async def generate(self, prompt_token_ids, sampling, request_id):
         if request_id.startswith("warmup-"):
@@ -37,7 +38,11 @@ class RecordingEngine(FakeEngine):
             self.unavailable_next -= 1
             raise EngineDead("injected: refused before the first token")
         if self.hold_after is not None and len(self.requests) > self.hold_after:
-            await asyncio.Event().wait()  # held: only the caller's cancel ends it
+            try:
+                await asyncio.Event().wait()  # held: only the caller's cancel ends it
+            except asyncio.CancelledError:
+                self.held_cancelled += 1
+                raise
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:

@@ -6,6 +6,8 @@ import asyncio
 import io
 import json
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -189,7 +191,14 @@ async def test_killing_the_batch_half_way_then_rerunning_loses_nothing_and_resen
     while time.monotonic() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 200):
         await asyncio.sleep(0.01)
     proc.send_signal(sig)
-    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    except TimeoutError:  # say where it hung: its stack (py-spy) and what it printed
+        py_spy = Path(sys.executable).with_name("py-spy")  # the dev extra's; the dump is a diagnosis, not the test
+        spy = subprocess.run([str(py_spy), "dump", "--pid", str(proc.pid)], capture_output=True, text=True)
+        proc.kill()
+        _, err = await proc.communicate()
+        raise AssertionError(f"qarr batch still running 30 s after {sig.name}:\n{spy.stdout}{spy.stderr}\n{err.decode()[-2000:]}") from None
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "interrupted" in err.decode()
     else:

@@ -334,3 +334,26 @@ async def test_closing_a_stream_early_cancels_the_request(router, engine):
     while len(engine.aborted) < 1 and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     assert len(engine.aborted) == 1 and engine.aborted[0] == engine.requests[0]
+
+
+async def test_cancelling_a_caller_waiting_for_its_first_chunk_cancels_the_call_at_once(router, engine):
+    """A task cancelled before the first chunk (Ctrl-C in `qarr batch`, a caller's own timeout) ends its call
+    right away, with the client still open: the tier sees the cancel, not the channel's close much later."""
+    engine.hold_after = 0  # the tier holds the call: no first chunk ever comes
+    async with AsyncClient(router) as client:
+        async def first_chunk():
+            async for chunk in client.generate("hi", max_tokens=4):
+                return chunk
+
+        task = asyncio.create_task(first_chunk())
+        deadline = time.monotonic() + 10
+        while not engine.requests and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert engine.requests, "the call never reached the tier"
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        deadline = time.monotonic() + 5
+        while engine.held_cancelled < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert engine.held_cancelled == 1
