@@ -19,6 +19,14 @@ from tests.process_tree import started_by, wait_until_none
 os.environ[OWNER_ENV] = str(os.getpid())
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A suite started as a background job of a non-interactive shell (`make test &`, as a CI runner may)
+    inherits SIGINT ignored, and exec passes an ignored signal on: a program these tests Ctrl-C (`qarr
+    batch`) would then never see it. With SIGINT's usual handler here, the children start with the default."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_server_outlives_the_session() -> Iterator[None]:
     """At the end of the session no tier server, router, launcher or VLLM::EngineCore/Worker that this

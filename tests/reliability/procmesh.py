@@ -33,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from launcher.process import REPO, ServerProcess, free_port, router_process, stop_all, tier_process
 from mesh.config import load_mesh, parse_mesh
 from mesh.status import reason_of, retry_pushback_ms
+from profiler.stats import percentile  # noqa: F401  (the one percentile helper; the tests import it from here)
 from qarr.v1 import common_pb2, router_service_pb2 as pb, router_service_pb2_grpc, tier_service_pb2, tier_service_pb2_grpc
 from tests.harness import wait_for  # noqa: F401  (the reliability tests import it from here)
 from tests.process_tree import descendants
@@ -291,12 +292,6 @@ def usage(pid: int) -> Usage:
     ticks = stat[stat.rindex(")") + 2:].split()
     cpu = (int(ticks[11]) + int(ticks[12])) / os.sysconf("SC_CLK_TCK")
     return Usage(int(fields["VmRSS"].split()[0]) / 1024, int(fields["Threads"]), len(os.listdir(f"/proc/{pid}/fd")), cpu)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0-100), nearest rank."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
 # ---------------------------------------------------------------- figures
