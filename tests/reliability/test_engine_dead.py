@@ -85,9 +85,15 @@ async def kill_engine_under_load(mesh: LauncherMesh, marker: str, max_tokens: in
     moved = [c for c in load.calls if opened < c.started and c.ended < back]
     assert moved and all(c.code == "OK" and c.last.tier == "b" for c in moved), [c for c in moved if c.code != "OK"][:3]
     assert all(c.code == "OK" for c in load.calls if c.started > opened), "a call failed after the breaker opened"
-    transitions = {(dict(k[1])["from_state"], dict(k[1])["to_state"]): v for k, v in mesh.metrics().items()
-                   if k[0] == "qarr_router_breaker_transitions_total" and dict(k[1])["tier"] == "a"}
-    assert transitions.get(("closed", "open")) and transitions.get(("open", "half_open")) and transitions.get(("half_open", "closed")), transitions
+
+    def transitions() -> dict[tuple[str, str], float]:
+        return {(dict(k[1])["from_state"], dict(k[1])["to_state"]): v for k, v in mesh.metrics().items()
+                if k[0] == "qarr_router_breaker_transitions_total" and dict(k[1])["tier"] == "a"}
+
+    # The router mirrors breaker states into its metrics every 0.25 s: the counter may trail ListTiers by that.
+    expected = (("closed", "open"), ("open", "half_open"), ("half_open", "closed"))
+    await wait_for(lambda: all(transitions().get(t) for t in expected), 5, lambda: f"transitions counted: {transitions()}",
+                   poll_s=0.1)
     assert exited - killed < 10.0  # watchdog, 1 s for the failed calls' last messages, the engine's shutdown
     return Figures(not_serving - killed, opened - killed, len(cut), cut_slowest, len(moved), exited - killed, back - killed,
                    closed - killed)
